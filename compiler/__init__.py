@@ -1,0 +1,29 @@
+"""Wafer's compiler: PyTorch model -> `wse` MLIR -> executable program.
+
+`compile(model, example_inputs)` is the entry point; importing this package also registers
+the `torch.compile` backend named "wafer".
+"""
+
+from compiler.api import compile
+from compiler.compiled import CompiledModule
+from compiler.errors import (
+    DynamicShapeError,
+    InputMismatchError,
+    MetaDeviceError,
+    TargetError,
+    UnsupportedDtypeError,
+    UnsupportedOperatorError,
+    WaferError,
+)
+
+__all__ = [
+    "CompiledModule",
+    "DynamicShapeError",
+    "InputMismatchError",
+    "MetaDeviceError",
+    "TargetError",
+    "UnsupportedDtypeError",
+    "UnsupportedOperatorError",
+    "WaferError",
+    "compile",
+]

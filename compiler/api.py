@@ -1,0 +1,61 @@
+"""`compile()`: the pipeline as one short list of named steps, and the torch.compile backend."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch._dynamo import register_backend
+
+from compiler import frontend
+from compiler.compiled import CompiledModule
+from compiler.lowering import lower
+from compiler.mlir import print_module
+from compiler.serialize import to_program
+from compiler.target import Target, load_target
+
+RUNTIMES = ("reference",)
+
+
+def compile(  # noqa: A001  (the public name the design asks for)
+    model: torch.nn.Module,
+    example_inputs=(),
+    example_kwargs: dict | None = None,
+    *,
+    target: str | Target = "wse3",
+    runtime: str = "reference",
+) -> CompiledModule:
+    """Compile `model` for `example_inputs` (a tuple, or one tensor) to a `CompiledModule`.
+
+    `target` is a preset name (see `compiler.target.presets()`) or a path to a target file.
+    """
+    target = load_target(target)
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    kwargs = dict(example_kwargs or {})
+    clock = time.perf_counter()
+    ep = frontend.export(model, args, kwargs)
+    exported = time.perf_counter()
+    _, module, signature, weight_names = lower(ep)
+    mlir, program = print_module(module), to_program(module)
+    lowered = time.perf_counter()
+    weights = {**ep.state_dict, **ep.constants}
+    return CompiledModule(
+        mlir=mlir,
+        program=program,
+        weights={name: weights[name] for name in weight_names},
+        signature=signature,
+        in_spec=ep.call_spec.in_spec,
+        out_spec=ep.call_spec.out_spec,
+        runtime=runtime,
+        target=target,
+        stage_seconds={"export": exported - clock, "lowering": lowered - exported},
+    )
+
+
+@register_backend(name="wafer")
+def wafer_backend(gm: torch.fx.GraphModule, example_inputs):
+    """`torch.compile(model, backend="wafer")`: each captured graph runs as a wse program."""
+    compiled = compile(gm, tuple(example_inputs))
+    return lambda *args: compiled(*args)

@@ -1,0 +1,703 @@
+"""The `wse` dialect: tensor-level operations of a wafer-scale engine program.
+
+Defined with MLIR's Python `dialects.ext` (IRDL underneath): every op below is a real MLIR
+operation that verifies, prints (in generic form) and parses back. All values are ranked
+tensors with static shapes; element types are f32, f16, bf16, f64, i64, i32 or i1.
+
+Conventions shared by all ops:
+- Attributes holding integer lists (dims, permutations) are `ArrayAttr`s of i64.
+- Elementwise binary ops broadcast their operands numpy-style to the result shape; their
+  operands already carry the result's element type (the lowering inserts `wse.convert`).
+- Weights are never literals: `wse.param` names a tensor of the model's state dict.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from torch_mlir import ir
+from torch_mlir.dialects import ext
+
+Tensor = ext.Operand[ir.RankedTensorType]
+TensorResult = ext.Result[ir.RankedTensorType]
+
+
+class Wse(ext.Dialect, name="wse"):
+    """Wafer-scale engine dialect."""
+
+
+# ---------------------------------------------------------------------------- verification
+
+
+def _shape(v) -> tuple[int, ...]:
+    return tuple(ir.RankedTensorType(v.type).shape)
+
+
+def _elem(v) -> str:
+    return str(ir.RankedTensorType(v.type).element_type)
+
+
+def _ints(attr) -> list[int]:
+    return [ir.IntegerAttr(a).value for a in ir.ArrayAttr(attr)]
+
+
+def _fail(op, message: str) -> bool:
+    op.location.emit_error(f"'{op.OPERATION_NAME}' {message}")
+    return False
+
+
+def _broadcast(*shapes) -> tuple[int, ...] | None:
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        return None
+
+
+def _is_float(elem: str) -> bool:
+    return elem in ("f32", "f16", "bf16", "f64")
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+class ParamOp(Wse.Operation, name="param"):
+    """A model weight, named by its key in the model's state dict.
+
+    `%w = "wse.param"() {sym_name = "lm_head.weight"} : () -> tensor<128x64xf32>`
+
+    Invariants: the name is non-empty; the tensor is produced once per function and
+    read-only. Placement later cuts it into per-PE tiles.
+    """
+
+    sym_name: ir.StringAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        if not ir.StringAttr(self.attributes["sym_name"]).value:
+            return _fail(self, "needs a non-empty name")
+        return True
+
+
+class ConstantOp(Wse.Operation, name="constant"):
+    """A literal tensor (masks, scalars). Not for weights: use `wse.param`.
+
+    `%c = "wse.constant"() {value = dense<-1.0e4> : tensor<f32>} : () -> tensor<bf16>`
+
+    `value` holds the elements in a storage type (f32/f64 for floats, i64 for integers, i1
+    for booleans) with the result's shape; the result converts them to its element type.
+    """
+
+    value: Any
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        attr = self.attributes["value"]
+        if not isinstance(attr, ir.DenseElementsAttr):
+            return _fail(self, "needs a dense elements 'value'")
+        if tuple(ir.RankedTensorType(attr.type).shape) != _shape(self.result):
+            return _fail(self, "value shape differs from the result shape")
+        return True
+
+
+class IotaOp(Wse.Operation, name="iota"):
+    """`result[i] = start + i * step` for a 1-D result (`torch.arange`).
+
+    `%r = "wse.iota"() {start = 0.0 : f64, step = 1.0 : f64} : () -> tensor<8xi64>`
+    """
+
+    start: ir.FloatAttr
+    step: ir.FloatAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        if len(_shape(self.result)) != 1:
+            return _fail(self, "result must be 1-D")
+        return True
+
+
+# ---------------------------------------------------------------------------- elementwise
+
+
+class _Unary(Wse.Operation):
+    input: Tensor
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        if _shape(self.input) != _shape(self.result):
+            return _fail(self, "result shape must equal the input shape")
+        if _elem(self.input) != _elem(self.result):
+            return _fail(self, "result element type must equal the input's")
+        return True
+
+
+class NegOp(_Unary, name="neg"):
+    """`-x`, elementwise."""
+
+
+class ExpOp(_Unary, name="exp"):
+    """`exp(x)`, elementwise."""
+
+
+class LogOp(_Unary, name="log"):
+    """`log(x)`, elementwise."""
+
+
+class Log1pOp(_Unary, name="log1p"):
+    """`log(1 + x)`, elementwise."""
+
+
+class SqrtOp(_Unary, name="sqrt"):
+    """`sqrt(x)`, elementwise."""
+
+
+class RsqrtOp(_Unary, name="rsqrt"):
+    """`1 / sqrt(x)`, elementwise."""
+
+
+class ReciprocalOp(_Unary, name="reciprocal"):
+    """`1 / x`, elementwise."""
+
+
+class AbsOp(_Unary, name="abs"):
+    """`|x|`, elementwise."""
+
+
+class SinOp(_Unary, name="sin"):
+    """`sin(x)`, elementwise."""
+
+
+class CosOp(_Unary, name="cos"):
+    """`cos(x)`, elementwise."""
+
+
+class TanhOp(_Unary, name="tanh"):
+    """`tanh(x)`, elementwise."""
+
+
+class ErfOp(_Unary, name="erf"):
+    """Gauss error function, elementwise."""
+
+
+class SigmoidOp(_Unary, name="sigmoid"):
+    """`1 / (1 + exp(-x))`, elementwise."""
+
+
+class ReluOp(_Unary, name="relu"):
+    """`max(x, 0)`, elementwise."""
+
+
+class SiluOp(_Unary, name="silu"):
+    """`x * sigmoid(x)`, elementwise."""
+
+
+class NotOp(_Unary, name="not"):
+    """Logical not of an i1 tensor."""
+
+
+class GeluOp(Wse.Operation, name="gelu"):
+    """GELU, exact (`approximate = "none"`) or the tanh approximation (`"tanh"`).
+
+    `%y = "wse.gelu"(%x) {approximate = "tanh"} : (tensor<4x8xf32>) -> tensor<4x8xf32>`
+    """
+
+    input: Tensor
+    approximate: ir.StringAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        if ir.StringAttr(self.attributes["approximate"]).value not in ("none", "tanh"):
+            return _fail(self, "approximate must be 'none' or 'tanh'")
+        return _Unary.verify_invariants(self)
+
+
+class SoftplusOp(Wse.Operation, name="softplus"):
+    """`log(1 + exp(beta*x)) / beta`, linear (`x`) where `beta*x > threshold`."""
+
+    input: Tensor
+    beta: ir.FloatAttr
+    threshold: ir.FloatAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        return _Unary.verify_invariants(self)
+
+
+class ConvertOp(Wse.Operation, name="convert"):
+    """Element type conversion (round to nearest even; float to int truncates toward zero).
+
+    `%y = "wse.convert"(%x) : (tensor<4xf32>) -> tensor<4xbf16>`
+    """
+
+    input: Tensor
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        if _shape(self.input) != _shape(self.result):
+            return _fail(self, "result shape must equal the input shape")
+        return True
+
+
+class _Binary(Wse.Operation):
+    lhs: Tensor
+    rhs: Tensor
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        out = _broadcast(_shape(self.lhs), _shape(self.rhs))
+        if out is None or out != _shape(self.result):
+            return _fail(self, "operand shapes must broadcast to the result shape")
+        if not (_elem(self.lhs) == _elem(self.rhs) == _elem(self.result)):
+            return _fail(self, "operands and result must share one element type")
+        return True
+
+
+class AddOp(_Binary, name="add"):
+    """`lhs + rhs`, broadcasting.
+
+    `%z = "wse.add"(%x, %b) : (tensor<4x8xf32>, tensor<8xf32>) -> tensor<4x8xf32>`
+    """
+
+
+class SubOp(_Binary, name="sub"):
+    """`lhs - rhs`, broadcasting."""
+
+
+class MulOp(_Binary, name="mul"):
+    """`lhs * rhs`, broadcasting."""
+
+
+class DivOp(_Binary, name="div"):
+    """`lhs / rhs` (true division), broadcasting."""
+
+
+class PowOp(_Binary, name="pow"):
+    """`lhs ** rhs`, broadcasting."""
+
+
+class MaximumOp(_Binary, name="maximum"):
+    """Elementwise maximum (NaN propagates), broadcasting."""
+
+
+class MinimumOp(_Binary, name="minimum"):
+    """Elementwise minimum (NaN propagates), broadcasting."""
+
+
+class AndOp(_Binary, name="and"):
+    """Logical and of i1 tensors, broadcasting."""
+
+
+class OrOp(_Binary, name="or"):
+    """Logical or of i1 tensors, broadcasting."""
+
+
+CMP_PREDICATES = ("eq", "ne", "lt", "le", "gt", "ge")
+
+
+class CmpOp(Wse.Operation, name="cmp"):
+    """Elementwise comparison giving i1, broadcasting; `predicate` is one of eq ne lt le gt ge.
+
+    `%m = "wse.cmp"(%a, %b) {predicate = "le"} : (tensor<8x1xi64>, tensor<8xi64>) -> tensor<8x8xi1>`
+    """
+
+    lhs: Tensor
+    rhs: Tensor
+    predicate: ir.StringAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        if ir.StringAttr(self.attributes["predicate"]).value not in CMP_PREDICATES:
+            return _fail(self, f"predicate must be one of {CMP_PREDICATES}")
+        out = _broadcast(_shape(self.lhs), _shape(self.rhs))
+        if out is None or out != _shape(self.result):
+            return _fail(self, "operand shapes must broadcast to the result shape")
+        if _elem(self.lhs) != _elem(self.rhs) or _elem(self.result) != "i1":
+            return _fail(self, "operands must share an element type and the result must be i1")
+        return True
+
+
+class WhereOp(Wse.Operation, name="where"):
+    """`cond ? lhs : rhs`, all three broadcast to the result.
+
+    `%y = "wse.where"(%m, %x, %c) : (tensor<8x8xi1>, tensor<8x8xf32>, tensor<f32>) -> tensor<8x8xf32>`
+    """
+
+    cond: Tensor
+    lhs: Tensor
+    rhs: Tensor
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        out = _broadcast(_shape(self.cond), _shape(self.lhs), _shape(self.rhs))
+        if out is None or out != _shape(self.result):
+            return _fail(self, "operand shapes must broadcast to the result shape")
+        if _elem(self.cond) != "i1":
+            return _fail(self, "cond must be i1")
+        if not (_elem(self.lhs) == _elem(self.rhs) == _elem(self.result)):
+            return _fail(self, "lhs, rhs and result must share one element type")
+        return True
+
+
+# ---------------------------------------------------------------------------- linear algebra
+
+
+class MatmulOp(Wse.Operation, name="matmul"):
+    """`lhs @ rhs (+ bias)`: (..., M, K) x (..., K, N) -> (..., M, N), batch dims broadcast.
+
+    `%y = "wse.matmul"(%x, %w, %b) {operandSegmentSizes = array<i32: 1, 1, 1>}
+        : (tensor<8x64xf32>, tensor<64x256xf32>, tensor<256xf32>) -> tensor<8x256xf32>`
+
+    The optional bias broadcasts to the result. On the wafer the reduction over K is the
+    cross-PE reduction that placement makes explicit.
+    """
+
+    lhs: Tensor
+    rhs: Tensor
+    result: TensorResult
+    bias: Tensor | None = None
+
+    def verify_invariants(self) -> bool:
+        a, b, out = _shape(self.lhs), _shape(self.rhs), _shape(self.result)
+        if len(a) < 2 or len(b) < 2:
+            return _fail(self, "operands must have rank >= 2")
+        if a[-1] != b[-2]:
+            return _fail(self, f"contraction dims differ: {a[-1]} vs {b[-2]}")
+        batch = _broadcast(a[:-2], b[:-2])
+        if batch is None or batch + (a[-2], b[-1]) != out:
+            return _fail(self, "result shape must be broadcast(batch) x M x N")
+        if self.bias is not None and _broadcast(_shape(self.bias), out) != out:
+            return _fail(self, "bias must broadcast to the result")
+        return True
+
+
+class AttentionOp(Wse.Operation, name="attention"):
+    """Scaled dot-product attention: `softmax(q k^T * scale + mask) v` over the last two dims.
+
+    q: (..., Hq, L, E), k: (..., Hk, S, E), v: (..., Hk, S, Ev) with Hq a multiple of Hk
+    (grouped-query attention shares each k/v head among Hq/Hk query heads). The optional
+    mask broadcasts to (..., Hq, L, S): i1 keeps where true, a float mask is added.
+    `is_causal` additionally masks key positions after the query position.
+
+    `%o = "wse.attention"(%q, %k, %v) {is_causal = true, scale = 0.25 : f64, ...}
+        : (tensor<1x4x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>) -> tensor<1x4x8x16xf32>`
+    """
+
+    query: Tensor
+    key: Tensor
+    value: Tensor
+    scale: ir.FloatAttr
+    is_causal: ir.IntegerAttr
+    result: TensorResult
+    mask: Tensor | None = None
+
+    def verify_invariants(self) -> bool:
+        q, k, v, out = (_shape(x) for x in (self.query, self.key, self.value, self.result))
+        if min(len(q), len(k), len(v)) < 3 or not (len(q) == len(k) == len(v)):
+            return _fail(self, "query, key and value need the same rank >= 3")
+        if k[:-1] != v[:-1] or q[-1] != k[-1] or q[-3] % k[-3] != 0:
+            return _fail(self, "key/value must agree, and query heads be a multiple of key heads")
+        if out != q[:-1] + (v[-1],):
+            return _fail(self, "result must be query.shape[:-1] + (value.shape[-1],)")
+        if self.mask is not None and _broadcast(_shape(self.mask), q[:-1] + (k[-2],)) != q[:-1] + (
+            k[-2],
+        ):
+            return _fail(self, "mask must broadcast to (..., L, S)")
+        return True
+
+
+# ---------------------------------------------------------------------------- reductions
+
+
+REDUCE_KINDS = ("sum", "mean", "max", "min", "any")
+
+
+class ReduceOp(Wse.Operation, name="reduce"):
+    """Reduce `dims` with `kind` (sum mean max min any), keeping them as size 1 if `keepdim`.
+
+    `%s = "wse.reduce"(%x) {dims = [1], keepdim = true, kind = "mean"}
+        : (tensor<4x64xf32>) -> tensor<4x1xf32>`
+    """
+
+    input: Tensor
+    kind: ir.StringAttr
+    dims: ir.ArrayAttr
+    keepdim: ir.IntegerAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        if ir.StringAttr(self.attributes["kind"]).value not in REDUCE_KINDS:
+            return _fail(self, f"kind must be one of {REDUCE_KINDS}")
+        shape, dims = _shape(self.input), _ints(self.attributes["dims"])
+        if any(d < 0 or d >= len(shape) for d in dims) or len(set(dims)) != len(dims):
+            return _fail(self, "dims must be distinct and in range")
+        keep = bool(ir.IntegerAttr(self.attributes["keepdim"]).value)
+        expect = tuple(1 if i in dims else n for i, n in enumerate(shape) if keep or i not in dims)
+        if expect != _shape(self.result):
+            return _fail(self, f"result shape must be {expect}")
+        return True
+
+
+class ArgmaxOp(Wse.Operation, name="argmax"):
+    """Index (i64) of the maximum along `dim` (first on ties); the dim is dropped."""
+
+    input: Tensor
+    dim: ir.IntegerAttr
+    result: TensorResult
+
+
+class CumsumOp(Wse.Operation, name="cumsum"):
+    """Inclusive prefix sum along `dim`; same shape as the input."""
+
+    input: Tensor
+    dim: ir.IntegerAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        if _shape(self.input) != _shape(self.result):
+            return _fail(self, "result shape must equal the input shape")
+        return True
+
+
+# ---------------------------------------------------------------------------- normalisation
+
+
+class SoftmaxOp(Wse.Operation, name="softmax"):
+    """`exp(x - max) / sum(exp(x - max))` along `dim`.
+
+    `%p = "wse.softmax"(%s) {dim = 3 : i64} : (tensor<1x4x8x8xf32>) -> tensor<1x4x8x8xf32>`
+    """
+
+    input: Tensor
+    dim: ir.IntegerAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        if _shape(self.input) != _shape(self.result):
+            return _fail(self, "result shape must equal the input shape")
+        return True
+
+
+class LayerNormOp(Wse.Operation, name="layer_norm"):
+    """Normalise over the last `axes` dims: `(x - mean) / sqrt(var + eps) * weight + bias`.
+
+    `%y = "wse.layer_norm"(%x, %g, %b) {axes = 1 : i64, eps = 1.0e-05 : f64,
+        operandSegmentSizes = array<i32: 1, 1, 1>} : (...) -> tensor<8x64xf32>`
+
+    The variance is the biased one; weight and bias are optional and have the normalised shape.
+    """
+
+    input: Tensor
+    axes: ir.IntegerAttr
+    eps: ir.FloatAttr
+    result: TensorResult
+    weight: Tensor | None = None
+    bias: Tensor | None = None
+
+    def verify_invariants(self) -> bool:
+        axes = ir.IntegerAttr(self.attributes["axes"]).value
+        shape = _shape(self.input)
+        if not 1 <= axes <= len(shape):
+            return _fail(self, "axes must be between 1 and the input rank")
+        for operand in (self.weight, self.bias):
+            if operand is not None and _shape(operand) != shape[len(shape) - axes :]:
+                return _fail(self, "weight and bias must have the normalised shape")
+        return shape == _shape(self.result) or _fail(self, "result shape must equal the input's")
+
+
+class RmsNormOp(Wse.Operation, name="rms_norm"):
+    """`x * rsqrt(mean(x**2, last dim) + eps) * weight`."""
+
+    input: Tensor
+    eps: ir.FloatAttr
+    result: TensorResult
+    weight: Tensor | None = None
+
+
+# ---------------------------------------------------------------------------- data movement
+
+
+class ReshapeOp(Wse.Operation, name="reshape"):
+    """Same elements in row-major order, new static shape (view, squeeze, unsqueeze)."""
+
+    input: Tensor
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        if int(np.prod(_shape(self.input))) != int(np.prod(_shape(self.result))):
+            return _fail(self, "element counts differ")
+        if _elem(self.input) != _elem(self.result):
+            return _fail(self, "element types differ")
+        return True
+
+
+class TransposeOp(Wse.Operation, name="transpose"):
+    """`result.shape[i] = input.shape[permutation[i]]` (torch.permute).
+
+    `%t = "wse.transpose"(%x) {permutation = [0, 2, 1, 3]} : (tensor<1x8x4x16xf32>) -> tensor<1x4x8x16xf32>`
+    """
+
+    input: Tensor
+    permutation: ir.ArrayAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        perm, shape = _ints(self.attributes["permutation"]), _shape(self.input)
+        if sorted(perm) != list(range(len(shape))):
+            return _fail(self, "permutation must permute the input dims")
+        if tuple(shape[p] for p in perm) != _shape(self.result):
+            return _fail(self, "result shape must be the permuted input shape")
+        return True
+
+
+class BroadcastOp(Wse.Operation, name="broadcast"):
+    """Broadcast numpy-style to the result shape (torch.expand)."""
+
+    input: Tensor
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        if _broadcast(_shape(self.input), _shape(self.result)) != _shape(self.result):
+            return _fail(self, "input must broadcast to the result shape")
+        return True
+
+
+class SliceOp(Wse.Operation, name="slice"):
+    """`input[..., start:end:step, ...]` along `dim`, with 0 <= start <= end <= size, step >= 1."""
+
+    input: Tensor
+    dim: ir.IntegerAttr
+    start: ir.IntegerAttr
+    end: ir.IntegerAttr
+    step: ir.IntegerAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        shape = list(_shape(self.input))
+        dim, start, end, step = (
+            ir.IntegerAttr(self.attributes[k]).value for k in ("dim", "start", "end", "step")
+        )
+        if not 0 <= dim < len(shape) or not 0 <= start <= end <= shape[dim] or step < 1:
+            return _fail(self, "needs 0 <= dim < rank, 0 <= start <= end <= size, step >= 1")
+        shape[dim] = len(range(start, end, step))
+        if tuple(shape) != _shape(self.result):
+            return _fail(self, f"result shape must be {tuple(shape)}")
+        return True
+
+
+class ConcatOp(Wse.Operation, name="concat"):
+    """Concatenate `lhs` and `rhs` along `dim` (more inputs lower to a chain).
+
+    Binary because IRDL binds all operands of a variadic group to one type, and inputs of a
+    concatenation usually differ in size along `dim`.
+    """
+
+    lhs: Tensor
+    rhs: Tensor
+    dim: ir.IntegerAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        dim = ir.IntegerAttr(self.attributes["dim"]).value
+        a, b, out = _shape(self.lhs), _shape(self.rhs), _shape(self.result)
+        if not len(a) == len(b) == len(out) or not 0 <= dim < len(out):
+            return _fail(self, "inputs must share the result's rank and dim must be in range")
+        if (
+            a[:dim] + a[dim + 1 :] != out[:dim] + out[dim + 1 :]
+            or b[:dim] + b[dim + 1 :] != out[:dim] + out[dim + 1 :]
+        ):
+            return _fail(self, "inputs must match the result outside dim")
+        if a[dim] + b[dim] != out[dim]:
+            return _fail(self, "sizes along dim must add up to the result's")
+        return True
+
+
+class EmbeddingOp(Wse.Operation, name="embedding"):
+    """Rows of `weight` picked by integer `indices`: result shape = indices.shape + (D,).
+
+    `%e = "wse.embedding"(%wte, %ids) : (tensor<128x64xf32>, tensor<1x8xi64>) -> tensor<1x8x64xf32>`
+    """
+
+    weight: Tensor
+    indices: Tensor
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        w = _shape(self.weight)
+        if len(w) != 2 or _shape(self.indices) + (w[1],) != _shape(self.result):
+            return _fail(self, "result shape must be indices.shape + (weight.shape[1],)")
+        return True
+
+
+class IndexOp(Wse.Operation, name="index"):
+    """Advanced indexing: `input[i_0, ..., i_k]` with i64 index tensors on `indexed_dims` and
+    full slices elsewhere (torch/numpy semantics).
+
+    The index tensors share one type: the lowering broadcasts them first (IRDL binds all
+    operands of a variadic group to one type).
+    """
+
+    input: Tensor
+    indices: Sequence[Tensor]
+    indexed_dims: ir.ArrayAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        if len(_ints(self.attributes["indexed_dims"])) != len(self.indices):
+            return _fail(self, "one index tensor per indexed dim")
+        return True
+
+
+class DepthwiseConv1dOp(Wse.Operation, name="depthwise_conv1d"):
+    """Depthwise 1-D convolution over (B, C, L) with weight (C, 1, W), zero `padding` both sides.
+
+    Causal convolution is this op followed by a slice keeping the first L outputs.
+    """
+
+    input: Tensor
+    weight: Tensor
+    padding: ir.IntegerAttr
+    result: TensorResult
+    bias: Tensor | None = None
+
+    def verify_invariants(self) -> bool:
+        x, w, out = _shape(self.input), _shape(self.weight), _shape(self.result)
+        pad = ir.IntegerAttr(self.attributes["padding"]).value
+        if len(x) != 3 or len(w) != 3 or w[0] != x[1] or w[1] != 1:
+            return _fail(self, "needs input (B, C, L) and weight (C, 1, W)")
+        if out != (x[0], x[1], x[2] + 2 * pad - w[2] + 1):
+            return _fail(self, "result must be (B, C, L + 2*padding - W + 1)")
+        return True
+
+
+class SelectiveScanOp(Wse.Operation, name="selective_scan"):
+    """Mamba's selective scan over time, one op per layer.
+
+    Operands (mamba_ssm's naming in lower case): u, delta, z: (B, D, L); a: (D, N);
+    b, c: (B, N, L); d_skip, delta_bias: (D,).
+    `delta' = softplus?(delta + delta_bias)`; `h_t = exp(delta'_t a) h_{t-1} + delta'_t b_t u_t`;
+    `y_t = <h_t, c_t> + d_skip u_t`, times `silu(z)` when z is given. Results: y (B, D, L) and
+    the final state h_L (B, D, N). The channel dim D partitions across PEs with no traffic but
+    the broadcast of B_t and C_t.
+    """
+
+    u: Tensor
+    delta: Tensor
+    a: Tensor
+    b: Tensor
+    c: Tensor
+    d_skip: Tensor | None
+    z: Tensor | None
+    delta_bias: Tensor | None
+    delta_softplus: ir.IntegerAttr
+    y: TensorResult
+    last_state: TensorResult
+
+    def verify_invariants(self) -> bool:
+        b, d, length = _shape(self.u)
+        n = _shape(self.a)[-1]
+        if _shape(self.delta) != (b, d, length) or _shape(self.a) != (d, n):
+            return _fail(self, "needs u, delta (B, D, L) and a (D, N)")
+        if _shape(self.b) != (b, n, length) or _shape(self.c) != (b, n, length):
+            return _fail(self, "b and c must be (B, N, L)")
+        if _shape(self.y) != (b, d, length) or _shape(self.last_state) != (b, d, n):
+            return _fail(self, "results must be y (B, D, L) and last_state (B, D, N)")
+        return True

@@ -1,0 +1,58 @@
+"""One error type per kind of user mistake; each names what is wrong and what to do."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+
+class WaferError(Exception):
+    """Base class of every error Wafer raises for bad input."""
+
+
+@dataclass(frozen=True)
+class OpProblem:
+    """One node Wafer cannot lower: its ATen op, FX node, user source line and why."""
+
+    op: str
+    node: str
+    location: str
+    reason: str = ""
+
+
+class UnsupportedOperatorError(WaferError):
+    """The graph uses ops (or op variants) that have no lowering rule; lists all of them."""
+
+    def __init__(self, problems: list[OpProblem]):
+        self.problems = problems
+        counts = Counter(p.op for p in problems)
+        lines = [f"{len(counts)} unsupported operator(s) in the graph:"]
+        for op, count in sorted(counts.items()):
+            where = sorted({p.location for p in problems if p.op == op})
+            reasons = sorted({p.reason for p in problems if p.op == op and p.reason})
+            lines.append(
+                f"  {op} x{count} at {', '.join(where[:5])}" + (" ..." if len(where) > 5 else "")
+            )
+            lines.extend(f"      {r}" for r in reasons)
+        lines.append("Rewrite these in the model, or file an issue naming the op.")
+        super().__init__("\n".join(lines))
+
+
+class DynamicShapeError(WaferError):
+    """The graph has dynamic or data-dependent shapes; Wafer compiles static shapes only."""
+
+
+class UnsupportedDtypeError(WaferError):
+    """A tensor has a dtype the wse dialect cannot hold."""
+
+
+class InputMismatchError(WaferError):
+    """A compiled module was called with inputs that differ from the ones it was compiled for."""
+
+
+class MetaDeviceError(WaferError):
+    """Numerical execution was asked of a model whose weights live on the meta device."""
+
+
+class TargetError(WaferError):
+    """A target preset is unknown or a target file is malformed."""

@@ -1,0 +1,122 @@
+"""Source rewrites applied to Hugging Face models before ``torch.export``.
+
+Some Hugging Face modules are written in ways that export badly (e.g. a Python loop over time
+that is unrolled into thousands of nodes). A :class:`Rewrite` names such a module class and gives
+an export-friendly replacement ``forward``. :func:`apply_rewrites` patches matching submodules at
+the instance level for the duration of a ``with`` block; the model is restored on exit.
+
+Registered rewrites (:data:`REWRITES`):
+
+* ``mamba-selective-scan``: ``transformers`` ``MambaMixer`` -> one ``wafer::selective_scan`` node.
+"""
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from models.scan import selective_scan
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """Replace ``forward`` of every module whose class is exactly ``target`` (``module.Qualname``).
+
+    ``forward(module, original_forward, *args, **kwargs)`` computes the same result as
+    ``original_forward(*args, **kwargs)`` and may call it for cases it does not handle.
+    """
+
+    name: str
+    target: str
+    forward: Callable[..., object]
+
+    @property
+    def doc(self) -> str:
+        """What the rewrite does (the replacement's docstring)."""
+        return self.forward.__doc__ or ""
+
+
+def _mamba_mixer_forward(
+    mixer: nn.Module,
+    original: Callable[..., Tensor],
+    hidden_states: Tensor,
+    cache: object | None = None,
+    attention_mask: Tensor | None = None,
+    **kwargs,
+) -> Tensor:
+    """Run ``MambaMixer``'s no-cache inference path with one ``wafer::selective_scan`` call.
+
+    HF's torch fallback loops over the sequence in Python, so export unrolls it into O(L) nodes per
+    layer. The math here is the same: in_proj, causal depthwise conv + act, x_proj/dt_proj, scan
+    with D skip and SiLU(gate), out_proj. With a cache (``cache`` or the deprecated
+    ``cache_params``) or in training mode (the op has no autograd) the original forward runs.
+    """
+    if cache is not None or kwargs.get("cache_params") is not None or mixer.training:
+        return original(hidden_states, cache=cache, attention_mask=attention_mask, **kwargs)
+    from transformers.models.mamba.modeling_mamba import apply_mask_to_padding_states
+
+    dtype, length = hidden_states.dtype, hidden_states.shape[1]
+    hidden_states = apply_mask_to_padding_states(hidden_states, attention_mask)
+    u, gate = mixer.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)
+    u = mixer.act(mixer.conv1d(u.to(mixer.conv1d.weight.dtype))[:, :, :length]).to(dtype)
+    u = apply_mask_to_padding_states(u.transpose(1, 2), attention_mask)  # (b, L, d_inner)
+    n, rank = mixer.ssm_state_size, mixer.time_step_rank
+    dt, B, C = torch.split(mixer.x_proj(u), [rank, n, n], dim=-1)
+    delta = mixer.dt_proj.weight @ dt.transpose(1, 2)
+    bias = mixer.dt_proj.bias.float() if mixer.dt_proj.bias is not None else None
+    A = -torch.exp(mixer.A_log.float())
+    y, _ = selective_scan(
+        u.transpose(1, 2),
+        delta,
+        A,
+        B.transpose(1, 2),
+        C.transpose(1, 2),
+        D=mixer.D.float(),
+        z=gate,
+        delta_bias=bias,
+        delta_softplus=True,
+    )
+    return mixer.out_proj(y.transpose(1, 2).to(dtype))
+
+
+REWRITES: tuple[Rewrite, ...] = (
+    Rewrite(
+        name="mamba-selective-scan",
+        target="transformers.models.mamba.modeling_mamba.MambaMixer",
+        forward=_mamba_mixer_forward,
+    ),
+)
+
+
+def _qualname(module: nn.Module) -> str:
+    cls = type(module)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@contextlib.contextmanager
+def apply_rewrites(
+    model: nn.Module, rewrites: tuple[Rewrite, ...] = REWRITES
+) -> Iterator[nn.Module]:
+    """Patch matching submodules of ``model`` (instance-level ``forward``) inside the block.
+
+    Yields ``model``. On exit every patched module gets its previous ``forward`` back.
+    """
+    by_target = {r.target: r for r in rewrites}
+    patched: list[tuple[nn.Module, object]] = []
+    try:
+        for module in model.modules():
+            rewrite = by_target.get(_qualname(module))
+            if rewrite is None:
+                continue
+            patched.append((module, module.__dict__.get("forward")))
+            module.forward = functools.partial(rewrite.forward, module, module.forward)
+        yield model
+    finally:
+        for module, previous in reversed(patched):
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous

@@ -1,0 +1,17 @@
+"""Lowering rules from core ATen to `wse`, one module per op family, one shared table."""
+
+from compiler.lowering import (  # noqa: F401  (importing registers the rules)
+    conv,
+    creation,
+    elementwise,
+    indexing,
+    matmul,
+    normalization,
+    reduction,
+    scan,
+    shape,
+)
+from compiler.lowering.driver import lower
+from compiler.lowering.registry import RULES, op_name
+
+__all__ = ["RULES", "lower", "op_name"]

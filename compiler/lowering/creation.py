@@ -1,0 +1,26 @@
+"""Tensor creation: arange, full, full_like, scalar_tensor."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+from compiler.dialects import wse
+from compiler.lowering.context import LoweringContext
+from compiler.lowering.registry import register
+from compiler.mlir import f64_attr, shape_of
+
+aten = torch.ops.aten
+
+
+@register(aten.arange.start_step)
+def _arange(ctx: LoweringContext, node: fx.Node):
+    start, step = node.args[0], (node.args[2] if len(node.args) > 2 else 1)
+    return ctx.emit(wse.IotaOp, f64_attr(start), f64_attr(step), ctx.out_type()).result
+
+
+@register(aten.full.default, aten.full_like.default, aten.scalar_tensor.default)
+def _full(ctx: LoweringContext, node: fx.Node):
+    value = node.args[0] if node.target is aten.scalar_tensor.default else node.args[1]
+    out = ctx.out_type()
+    return ctx.constant(value, ctx.out_dtype(), shape_of(out))

@@ -1,0 +1,178 @@
+"""Lower an exported FX graph (core ATen) to a `wse` MLIR module, one registered rule per op."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+import torch.fx as fx
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+from compiler.dialects import wse
+from compiler.errors import (
+    DynamicShapeError,
+    OpProblem,
+    UnsupportedDtypeError,
+    UnsupportedOperatorError,
+)
+from compiler.lowering.context import LoweringContext
+from compiler.lowering.registry import RULES, op_name
+from compiler.mlir import (
+    SourceLocation,
+    func,
+    ir,
+    new_context,
+    op_location,
+    str_attr,
+    supported_dtype,
+    tensor_type,
+)
+from runtime.program import Signature
+
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_TRAINING_OPS = ("dropout", "native_dropout", "batch_norm")
+
+WEIGHT_KINDS = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
+
+
+def source_line(node: fx.Node) -> tuple[str, int]:
+    """The innermost frame of the node's stack trace outside torch itself (file, line)."""
+    frames = _FRAME.findall(node.meta.get("stack_trace") or "")
+    for file, line in reversed(frames):
+        if not file.startswith(_TORCH_DIR):
+            return file, int(line)
+    return "", 0
+
+
+def describe_location(node: fx.Node) -> str:
+    file, line = source_line(node)
+    return f"{file}:{line}" if file else "<unknown>"
+
+
+def _check_graph(ep: ExportedProgram) -> None:
+    """Raise, before any work, for every unsupported op, dtype and dynamic shape at once."""
+    problems, dtypes = [], []
+    for node in ep.graph.nodes:
+        val = node.meta.get("val")
+        vals = val if isinstance(val, list | tuple) else [val]
+        for v in vals:
+            if isinstance(v, torch.Tensor):
+                if any(not isinstance(d, int) for d in v.shape):
+                    cause = (
+                        "a data-dependent shape (boolean mask, nonzero, .item()): use "
+                        "torch.where or fixed-size ops"
+                        if free_unbacked_symbols(v)
+                        else "a dynamic shape: export with concrete inputs, no dynamic_shapes"
+                    )
+                    raise DynamicShapeError(
+                        f"node {node.name} ({describe_location(node)}) has shape "
+                        f"{tuple(v.shape)}, {cause}. Wafer compiles static shapes only."
+                    )
+                if not supported_dtype(v.dtype):
+                    dtypes.append(f"{node.name}: {v.dtype} at {describe_location(node)}")
+        if node.op != "call_function":
+            continue
+        rule = RULES.get(node.target)
+        reason = None
+        if rule is None:
+            name = op_name(node.target)
+            if any(t in name for t in _TRAINING_OPS):
+                reason = "a training-only op: call model.eval() before compiling"
+        else:
+            reason = rule.unsupported_reason(node)
+        if rule is None or reason:
+            problems.append(
+                OpProblem(op_name(node.target), node.name, describe_location(node), reason or "")
+            )
+    if problems:
+        raise UnsupportedOperatorError(problems)
+    if dtypes:
+        raise UnsupportedDtypeError(
+            "tensors of unsupported dtype (use float32, bfloat16 or float16 for data, "
+            "int64 for indices):\n  " + "\n  ".join(dtypes)
+        )
+
+
+def lower(ep: ExportedProgram, name: str = "forward"):
+    """Build and verify the `wse` module of `ep`: (context, module, signature, weight names)."""
+    _check_graph(ep)
+    specs = ep.graph_signature.input_specs
+    placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
+    context = new_context()
+    lowering = LoweringContext()
+    with context, ir.Location.unknown():
+        module = ir.Module.create()
+        user = [
+            n
+            for n, s in zip(placeholders, specs, strict=True)
+            if s.kind == InputKind.USER_INPUT and isinstance(n.meta.get("val"), torch.Tensor)
+        ]
+        arg_types = [tensor_type(n.meta["val"].shape, n.meta["val"].dtype) for n in user]
+        with ir.InsertionPoint(module.body):
+            function = func.FuncOp(name, ir.FunctionType.get(arg_types, []))
+            block = function.add_entry_block()
+        weight_names = []
+        with ir.InsertionPoint(block):
+            lowering.values.update(zip(user, block.arguments, strict=True))
+            for node, spec in zip(placeholders, specs, strict=True):
+                if spec.kind in WEIGHT_KINDS:
+                    val = node.meta["val"]
+                    lowering.location = ir.Location.name(spec.target)
+                    param = lowering.emit(
+                        wse.ParamOp, str_attr(spec.target), tensor_type(val.shape, val.dtype)
+                    )
+                    lowering.values[node] = param.result
+                    weight_names.append(spec.target)
+                elif spec.kind != InputKind.USER_INPUT:
+                    raise UnsupportedOperatorError(
+                        [OpProblem(f"input of kind {spec.kind.name}", node.name, "", "")]
+                    )
+            for node in ep.graph.nodes:
+                if node.op != "call_function":
+                    continue
+                file, line = source_line(node)
+                lowering.source[node] = f"{file}:{line}" if file else "<unknown>"
+                lowering.node = node
+                lowering.location = op_location(
+                    SourceLocation(node.name, op_name(node.target), file, line)
+                )
+                lowering.values[node] = RULES[node.target].lower(lowering, node)
+            results, outputs = _outputs(ep, lowering)
+            func.ReturnOp(results)
+        function.attributes["function_type"] = ir.TypeAttr.get(
+            ir.FunctionType.get(arg_types, [r.type for r in results])
+        )
+        module.operation.verify()
+    input_is_tensor = tuple(
+        isinstance(n.meta.get("val"), torch.Tensor)
+        for n, s in zip(placeholders, specs, strict=True)
+        if s.kind == InputKind.USER_INPUT
+    )
+    return context, module, Signature(input_is_tensor, tuple(outputs)), tuple(weight_names)
+
+
+def _outputs(ep: ExportedProgram, lowering: LoweringContext):
+    output_node = next(n for n in ep.graph.nodes if n.op == "output")
+    results, outputs = [], []
+    for arg, spec in zip(output_node.args[0], ep.graph_signature.output_specs, strict=True):
+        if spec.kind != OutputKind.USER_OUTPUT:
+            raise UnsupportedOperatorError(
+                [
+                    OpProblem(
+                        f"in-place update ({spec.kind.name})",
+                        getattr(arg, "name", ""),
+                        describe_location(arg) if isinstance(arg, fx.Node) else "",
+                        "the model mutates a buffer or input; return the new value instead",
+                    )
+                ]
+            )
+        if isinstance(arg, fx.Node):
+            outputs.append(len(results))
+            results.append(lowering.value(arg))
+        else:
+            outputs.append(("constant", arg))
+    return results, outputs

@@ -1,0 +1,51 @@
+"""The one table of lowering rules: ATen op overload -> rule building `wse` ops."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch.fx as fx
+
+RuleFn = Callable[..., object]
+Check = Callable[[fx.Node], str | None]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one op overload lowers. `check(node)` returns why a concrete node is unsupported
+    (a variant the rule does not cover), or None when the rule applies."""
+
+    target: object
+    lower: RuleFn
+    family: str
+    check: Check | None = None
+
+    def unsupported_reason(self, node: fx.Node) -> str | None:
+        return self.check(node) if self.check is not None else None
+
+
+RULES: dict[object, Rule] = {}
+
+
+def op_name(target) -> str:
+    """`aten.add.Tensor`, `wafer.selective_scan.default`, `getitem`."""
+    name = getattr(target, "__name__", None) if not hasattr(target, "_schema") else None
+    return name or str(target)
+
+
+def register(*targets, check: Check | None = None):
+    """Decorator registering `fn` as the rule for each target; a second registration fails."""
+
+    def decorate(fn: RuleFn) -> RuleFn:
+        family = fn.__module__.rsplit(".", 1)[-1]
+        for target in targets:
+            if target in RULES:
+                raise RuntimeError(
+                    f"{op_name(target)} already has a lowering rule "
+                    f"({RULES[target].family}.{RULES[target].lower.__name__})"
+                )
+            RULES[target] = Rule(target, fn, family, check)
+        return fn
+
+    return decorate

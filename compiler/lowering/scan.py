@@ -1,0 +1,27 @@
+"""Mamba's selective scan: the `wafer::selective_scan` custom op, one `wse.selective_scan`."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+import models.scan  # noqa: F401  (registers torch.ops.wafer.selective_scan)
+from compiler.dialects import wse
+from compiler.lowering.context import LoweringContext
+from compiler.lowering.registry import register
+from compiler.mlir import bool_attr
+
+
+@register(torch.ops.wafer.selective_scan.default)
+def _selective_scan(ctx: LoweringContext, node: fx.Node):
+    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "delta_softplus")
+    args = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
+    tensors = [None if args.get(n) is None else ctx.value(args[n]) for n in names[:8]]
+    op = ctx.emit(
+        wse.SelectiveScanOp,
+        *tensors,
+        bool_attr(bool(args.get("delta_softplus", False))),
+        ctx.out_type(index=0),
+        ctx.out_type(index=1),
+    )
+    return (op.y, op.last_state)

@@ -1,0 +1,63 @@
+"""Derive the runtime's plain `Program` from a verified `wse` module."""
+
+from __future__ import annotations
+
+from torch_mlir.dialects.ext import OperandDef
+from torch_mlir.dialects.irdl import Variadicity
+
+from compiler.mlir import attr_to_python, dtype_name, ir, read_location, shape_of, torch_dtype
+from runtime.program import Instruction, Program, TensorSpec
+
+
+def _spec(value) -> TensorSpec:
+    return TensorSpec(shape_of(value), dtype_name(torch_dtype(value.type)))
+
+
+def _operands(op) -> list:
+    flat = []
+    for field in type(op)._fields:
+        if not isinstance(field, OperandDef):
+            continue
+        value = getattr(op, field.name)
+        if field.variadicity == Variadicity.variadic:
+            flat.extend(value)
+        else:
+            flat.append(value)
+    return flat
+
+
+def to_program(module: ir.Module) -> Program:
+    """The straight-line program of the module's single function."""
+    function = module.body.operations[0]
+    block = function.regions[0].blocks[0]
+    ids: dict[ir.Value, int] = {arg: i for i, arg in enumerate(block.arguments)}
+    instructions, outputs = [], ()
+    for op in block.operations:
+        if op.name == "func.return":
+            outputs = tuple(ids[v] for v in op.operands)
+            continue
+        operands = tuple(None if v is None else ids[v] for v in _operands(op))
+        results = []
+        for r in op.results:
+            ids[r] = len(ids)
+            results.append(ids[r])
+        src = read_location(op.location)
+        attrs = {
+            name: attr_to_python(op.attributes[name])
+            for name in op.attributes
+            if name != "operandSegmentSizes"
+        }
+        instructions.append(
+            Instruction(
+                op=op.name.removeprefix("wse."),
+                operands=operands,
+                results=tuple(results),
+                result_specs=tuple(_spec(r) for r in op.results),
+                attrs=attrs,
+                node=src.node,
+                source_op=src.op,
+                location=str(src) if src.file else "",
+            )
+        )
+    specs = tuple(_spec(arg) for arg in block.arguments)
+    return Program(specs, tuple(instructions), outputs)

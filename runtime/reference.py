@@ -1,0 +1,208 @@
+"""CPU reference execution of a `Program`: one torch kernel per `wse` op.
+
+This is the baseline every other runtime is checked against. Kernels compute in the
+operands' dtype exactly as eager PyTorch does, so results match eager closely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from runtime.program import Instruction, Program, constant_tensor
+
+Kernel = Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]
+
+
+class ExecutionError(RuntimeError):
+    """A program could not run: missing or meta-device weights, or a failing kernel."""
+
+
+def _out_dtype(ins: Instruction) -> torch.dtype:
+    return ins.result_specs[0].torch_dtype
+
+
+def _shape(ins: Instruction) -> tuple[int, ...]:
+    return ins.result_specs[0].shape
+
+
+def _unary(fn) -> Kernel:
+    return lambda ins, x: fn(x)
+
+
+def _binary(fn) -> Kernel:
+    return lambda ins, a, b: fn(a, b)
+
+
+_CMP = {
+    "eq": torch.eq,
+    "ne": torch.ne,
+    "lt": torch.lt,
+    "le": torch.le,
+    "gt": torch.gt,
+    "ge": torch.ge,
+}
+
+
+def _reduce(ins: Instruction, x: torch.Tensor) -> torch.Tensor:
+    dims, keep, kind = ins.attrs["dims"], ins.attrs["keepdim"], ins.attrs["kind"]
+    if not dims:
+        return x.clone()
+    if kind == "sum":
+        return torch.sum(x, dims, keepdim=keep)
+    if kind == "mean":
+        return torch.mean(x, dims, keepdim=keep)
+    reducer = {"max": torch.amax, "min": torch.amin}.get(kind)
+    if reducer is not None:
+        return reducer(x, dims, keepdim=keep)
+    return torch.any(x, dims, keepdim=keep)
+
+
+def _layer_norm(ins: Instruction, x, weight, bias) -> torch.Tensor:
+    normalized = x.shape[len(x.shape) - ins.attrs["axes"] :]
+    return F.layer_norm(x, normalized, weight, bias, ins.attrs["eps"])
+
+
+def _rms_norm(ins: Instruction, x, weight) -> torch.Tensor:
+    return F.rms_norm(x, x.shape[-1:], weight, ins.attrs["eps"])
+
+
+def _slice(ins: Instruction, x) -> torch.Tensor:
+    a = ins.attrs
+    index = [slice(None)] * x.dim()
+    index[a["dim"]] = slice(a["start"], a["end"], a["step"])
+    return x[tuple(index)]
+
+
+def _index(ins: Instruction, x, *indices) -> torch.Tensor:
+    key: list = [slice(None)] * x.dim()
+    for d, idx in zip(ins.attrs["indexed_dims"], indices, strict=True):
+        key[d] = idx
+    return x[tuple(key)]
+
+
+def _iota(ins: Instruction) -> torch.Tensor:
+    (n,) = _shape(ins)
+    start, step = ins.attrs["start"], ins.attrs["step"]
+    dtype = _out_dtype(ins)
+    if not dtype.is_floating_point:
+        start, step = int(start), int(step)
+    return (
+        torch.arange(n, dtype=torch.float64 if dtype.is_floating_point else dtype)
+        .mul(step)
+        .add(start)
+        .to(dtype)
+    )
+
+
+def _conv(ins: Instruction, x, weight, bias) -> torch.Tensor:
+    return F.conv1d(x, weight, bias, padding=ins.attrs["padding"], groups=x.shape[1])
+
+
+def _scan(ins: Instruction, u, delta, a, b, c, d_skip, z, delta_bias):
+    from models.scan import selective_scan_reference
+
+    return selective_scan_reference(
+        u, delta, a, b, c, d_skip, z, delta_bias, ins.attrs["delta_softplus"]
+    )
+
+
+def _matmul(ins: Instruction, a, b, bias) -> torch.Tensor:
+    out = torch.matmul(a, b)
+    return out if bias is None else out + bias
+
+
+def _attention(ins: Instruction, q, k, v, mask) -> torch.Tensor:
+    return F.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        attn_mask=mask,
+        is_causal=ins.attrs["is_causal"],
+        scale=ins.attrs["scale"],
+        enable_gqa=q.shape[-3] != k.shape[-3],
+    )
+
+
+KERNELS: dict[str, Kernel] = {
+    "constant": lambda ins: constant_tensor(ins.attrs["value"], ins.result_specs[0]),
+    "iota": _iota,
+    "neg": _unary(torch.neg),
+    "exp": _unary(torch.exp),
+    "log": _unary(torch.log),
+    "log1p": _unary(torch.log1p),
+    "sqrt": _unary(torch.sqrt),
+    "rsqrt": _unary(torch.rsqrt),
+    "reciprocal": _unary(torch.reciprocal),
+    "abs": _unary(torch.abs),
+    "sin": _unary(torch.sin),
+    "cos": _unary(torch.cos),
+    "tanh": _unary(torch.tanh),
+    "erf": _unary(torch.erf),
+    "sigmoid": _unary(torch.sigmoid),
+    "relu": _unary(torch.relu),
+    "silu": _unary(F.silu),
+    "not": _unary(torch.logical_not),
+    "gelu": lambda ins, x: F.gelu(x, approximate=ins.attrs["approximate"]),
+    "softplus": lambda ins, x: F.softplus(x, ins.attrs["beta"], ins.attrs["threshold"]),
+    "convert": lambda ins, x: x.to(_out_dtype(ins)),
+    "add": _binary(torch.add),
+    "sub": _binary(torch.sub),
+    "mul": _binary(torch.mul),
+    "div": _binary(torch.div),
+    "pow": _binary(torch.pow),
+    "maximum": _binary(torch.maximum),
+    "minimum": _binary(torch.minimum),
+    "and": _binary(torch.logical_and),
+    "or": _binary(torch.logical_or),
+    "cmp": lambda ins, a, b: _CMP[ins.attrs["predicate"]](a, b),
+    "where": lambda ins, c, a, b: torch.where(c, a, b),
+    "matmul": _matmul,
+    "attention": _attention,
+    "reduce": _reduce,
+    "argmax": lambda ins, x: torch.argmax(x, ins.attrs["dim"]),
+    "cumsum": lambda ins, x: torch.cumsum(x, ins.attrs["dim"], dtype=_out_dtype(ins)),
+    "softmax": lambda ins, x: torch.softmax(x, ins.attrs["dim"]),
+    "layer_norm": _layer_norm,
+    "rms_norm": _rms_norm,
+    "reshape": lambda ins, x: x.reshape(_shape(ins)),
+    "transpose": lambda ins, x: x.permute(ins.attrs["permutation"]),
+    "broadcast": lambda ins, x: x.expand(_shape(ins)),
+    "slice": _slice,
+    "concat": lambda ins, a, b: torch.cat((a, b), ins.attrs["dim"]),
+    "embedding": lambda ins, w, idx: F.embedding(idx, w),
+    "index": _index,
+    "depthwise_conv1d": _conv,
+    "selective_scan": _scan,
+}
+
+
+def execute(
+    program: Program,
+    weights: Mapping[str, torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    *,
+    observe: Callable[[Instruction, tuple[torch.Tensor, ...]], None] | None = None,
+) -> list[torch.Tensor]:
+    """Run `program` on CPU tensors; `observe` sees every instruction's results."""
+    env: dict[int, torch.Tensor] = dict(enumerate(inputs))
+    last_use = program.last_uses()
+    for index, ins in enumerate(program.instructions):
+        if ins.op == "param":
+            name = ins.attrs["sym_name"]
+            if name not in weights:
+                raise ExecutionError(f"weight {name!r} is missing from the weights given")
+            results = (weights[name],)
+        else:
+            args = [None if v is None else env[v] for v in ins.operands]
+            out = KERNELS[ins.op](ins, *args)
+            results = out if isinstance(out, tuple) else (out,)
+        if observe is not None:
+            observe(ins, results)
+        env.update(zip(ins.results, results, strict=True))
+        for v in ins.operands:
+            if v is not None and last_use.get(v) == index:
+                env.pop(v, None)
+    return [env[v] for v in program.outputs]

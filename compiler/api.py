@@ -37,21 +37,29 @@ def compile(  # noqa: A001  (the public name the design asks for)
     clock = time.perf_counter()
     ep = frontend.export(model, args, kwargs)
     exported = time.perf_counter()
-    _, module, signature, weight_names = lower(ep)
-    mlir, program = print_module(module), to_program(module)
-    lowered = time.perf_counter()
-    weights = {**ep.state_dict, **ep.constants}
+    lowered = lower(ep)
+    mlir = print_module(lowered.module)
+    program = to_program(lowered.module, lowered.node_values)
+    lowered_at = time.perf_counter()
+    sources = {**ep.state_dict, **ep.constants}
     return CompiledModule(
         mlir=mlir,
         program=program,
-        weights={name: weights[name] for name in weight_names},
-        signature=signature,
+        weights={name: _own_copy(sources[name]) for name in lowered.weight_names},
+        signature=lowered.signature,
+        exported=ep,
         in_spec=ep.call_spec.in_spec,
         out_spec=ep.call_spec.out_spec,
         runtime=runtime,
         target=target,
-        stage_seconds={"export": exported - clock, "lowering": lowered - exported},
+        stage_seconds={"export": exported - clock, "lowering": lowered_at - exported},
     )
+
+
+def _own_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """The program's copy of a weight, so the eager model stays the reference for `verify`
+    (meta tensors hold no data and are shared)."""
+    return tensor if tensor.is_meta else tensor.detach().clone()
 
 
 @register_backend(name="wafer")

@@ -9,6 +9,7 @@ from torch.utils import _pytree as pytree
 
 from compiler.errors import InputMismatchError, MetaDeviceError
 from compiler.target import Target
+from compiler.verify import VerifyReport, verify_program
 from runtime import reference
 from runtime.program import Program, Signature
 
@@ -17,8 +18,9 @@ class CompiledModule:
     """A compiled model: `.mlir` (module text), `.program`, `.weights`, `.target`,
     `.stage_seconds` (export and lowering wall time) and `__call__`.
 
-    `weights` maps state-dict names to the very tensors the program reads: updating one in
-    place changes what the next call computes.
+    `weights` maps state-dict names to the program's own copies of the weights: updating one
+    in place changes what the next call computes, while `exported` (the exported graph, with
+    the model's weights) stays the eager reference that `verify` compares against.
     """
 
     def __init__(
@@ -28,6 +30,7 @@ class CompiledModule:
         program: Program,
         weights: Mapping[str, torch.Tensor],
         signature: Signature,
+        exported: torch.export.ExportedProgram,
         in_spec: pytree.TreeSpec,
         out_spec: pytree.TreeSpec,
         runtime: str,
@@ -38,6 +41,7 @@ class CompiledModule:
         self.program = program
         self.weights = dict(weights)
         self.signature = signature
+        self.exported = exported
         self.in_spec = in_spec
         self.out_spec = out_spec
         self.runtime = runtime
@@ -46,6 +50,9 @@ class CompiledModule:
 
     def flat_inputs(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
         """The tensor inputs of a call, checked against the compiled signature."""
+        return self._flatten(args, kwargs)[1]
+
+    def _flatten(self, args: tuple, kwargs: dict) -> tuple[list, list[torch.Tensor]]:
         flat, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
         if spec != self.in_spec:
             raise InputMismatchError(
@@ -64,7 +71,7 @@ class CompiledModule:
                     f"input {index} is {list(x.shape)} {x.dtype}, but the module was compiled "
                     f"for {expected.describe()}; compile again for the new shape or dtype"
                 )
-        return tensors
+        return flat, tensors
 
     def _check_weights(self) -> None:
         meta = [name for name, w in self.weights.items() if w.is_meta]
@@ -79,6 +86,22 @@ class CompiledModule:
         """Execute on already-checked flat tensor inputs; returns the program's outputs."""
         self._check_weights()
         return reference.execute(self.program, self.weights, [t.cpu() for t in tensors])
+
+    def verify(self, *args, per_op: bool = True, reference: str = "fp64", **kwargs) -> VerifyReport:
+        """Run the program and eager PyTorch side by side on these inputs; one row per FX
+        node (only the outputs when `per_op` is False). See `compiler.verify`."""
+        self._check_weights()
+        flat, tensors = self._flatten(args, kwargs)
+        report = verify_program(
+            self.program, self.weights, self.exported, flat, [t.cpu() for t in tensors], reference
+        )
+        if per_op:
+            return report
+        outputs = {
+            name for name, v in self.program.node_results.items() if v in self.program.outputs
+        }
+        keep = lambda rows: tuple(r for r in rows if r.node in outputs)  # noqa: E731
+        return VerifyReport(report.reference, keep(report.isolated), keep(report.accumulated))
 
     def __call__(self, *args, **kwargs):
         results = self.run_flat(self.flat_inputs(args, kwargs))

@@ -26,8 +26,9 @@ def _operands(op) -> list:
     return flat
 
 
-def to_program(module: ir.Module) -> Program:
-    """The straight-line program of the module's single function."""
+def to_program(module: ir.Module, node_values: dict[str, ir.Value] | None = None) -> Program:
+    """The straight-line program of the module's single function; `node_values` (FX node name
+    -> value) become `Program.node_results`, which verification and reports use."""
     function = module.body.operations[0]
     block = function.regions[0].blocks[0]
     ids: dict[ir.Value, int] = {arg: i for i, arg in enumerate(block.arguments)}
@@ -60,4 +61,5 @@ def to_program(module: ir.Module) -> Program:
             )
         )
     specs = tuple(_spec(arg) for arg in block.arguments)
-    return Program(specs, tuple(instructions), outputs)
+    node_results = {name: ids[v] for name, v in (node_values or {}).items()}
+    return Program(specs, tuple(instructions), outputs, node_results)

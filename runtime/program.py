@@ -56,11 +56,13 @@ class Instruction:
 
 @dataclass(frozen=True)
 class Program:
-    """A straight-line function: `inputs` are value ids 0..n-1, `outputs` value ids."""
+    """A straight-line function: `inputs` are value ids 0..n-1, `outputs` value ids, and
+    `node_results` maps each FX node of the source graph to the value holding its result."""
 
     input_specs: tuple[TensorSpec, ...]
     instructions: tuple[Instruction, ...]
     outputs: tuple[int, ...]
+    node_results: dict[str, int] = field(default_factory=dict)
 
     @property
     def output_specs(self) -> tuple[TensorSpec, ...]:
@@ -93,6 +95,7 @@ class Program:
             "format_version": FORMAT_VERSION,
             "inputs": [_spec_json(s) for s in self.input_specs],
             "outputs": list(self.outputs),
+            "node_results": self.node_results,
             "instructions": [
                 {
                     "op": i.op,
@@ -118,6 +121,7 @@ class Program:
         return Program(
             input_specs=tuple(_spec(s) for s in data["inputs"]),
             outputs=tuple(data["outputs"]),
+            node_results=dict(data.get("node_results", {})),
             instructions=tuple(
                 Instruction(
                     op=i["op"],

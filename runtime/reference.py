@@ -184,9 +184,10 @@ def execute(
     weights: Mapping[str, torch.Tensor],
     inputs: Sequence[torch.Tensor],
     *,
-    observe: Callable[[Instruction, tuple[torch.Tensor, ...]], None] | None = None,
+    hook: Callable[[Instruction, tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]] | None = None,
 ) -> list[torch.Tensor]:
-    """Run `program` on CPU tensors; `observe` sees every instruction's results."""
+    """Run `program` on CPU tensors; `hook(instruction, results)` may inspect or replace
+    every instruction's results (verification feeds reference values through it)."""
     env: dict[int, torch.Tensor] = dict(enumerate(inputs))
     last_use = program.last_uses()
     for index, ins in enumerate(program.instructions):
@@ -199,8 +200,8 @@ def execute(
             args = [None if v is None else env[v] for v in ins.operands]
             out = KERNELS[ins.op](ins, *args)
             results = out if isinstance(out, tuple) else (out,)
-        if observe is not None:
-            observe(ins, results)
+        if hook is not None:
+            results = hook(ins, results)
         env.update(zip(ins.results, results, strict=True))
         for v in ins.operands:
             if v is not None and last_use.get(v) == index:

@@ -15,16 +15,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 
 
-def assert_matches(actual: torch.Tensor, expected: torch.Tensor, atol: float | None = None):
-    """Assert equal shape and dtype, and values within the dtype's tolerance."""
+def assert_matches(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    atol: float | None = None,
+    compute_dtype: torch.dtype | None = None,
+):
+    """Assert equal shape and dtype, and values within the tolerance of `compute_dtype` (the
+    dtype the model computes in; default: the expected tensor's dtype)."""
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
     if not expected.dtype.is_floating_point:
         assert torch.equal(actual, expected)
         return
-    tol = (
-        atol if atol is not None and expected.dtype == torch.float32 else TOLERANCE[expected.dtype]
-    )
+    dtype = compute_dtype or expected.dtype
+    tol = atol if atol is not None and dtype == torch.float32 else TOLERANCE[dtype]
     a, e = actual.double(), expected.double()
     assert torch.equal(a.isnan(), e.isnan()), "NaN positions differ"
     finite = e.isfinite()

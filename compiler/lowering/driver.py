@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
@@ -97,8 +98,20 @@ def _check_graph(ep: ExportedProgram) -> None:
         )
 
 
-def lower(ep: ExportedProgram, name: str = "forward"):
-    """Build and verify the `wse` module of `ep`: (context, module, signature, weight names)."""
+@dataclass(frozen=True)
+class Lowered:
+    """A verified `wse` module with what the rest of the compiler needs to know about it:
+    the I/O signature, the weight names in program order, and each FX node's result value."""
+
+    context: ir.Context
+    module: ir.Module
+    signature: Signature
+    weight_names: tuple[str, ...]
+    node_values: dict[str, ir.Value]
+
+
+def lower(ep: ExportedProgram, name: str = "forward") -> Lowered:
+    """Build and verify the `wse` module of `ep`."""
     _check_graph(ep)
     specs = ep.graph_signature.input_specs
     placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
@@ -152,7 +165,18 @@ def lower(ep: ExportedProgram, name: str = "forward"):
         for n, s in zip(placeholders, specs, strict=True)
         if s.kind == InputKind.USER_INPUT
     )
-    return context, module, Signature(input_is_tensor, tuple(outputs)), tuple(weight_names)
+    node_values = {
+        node.name: value
+        for node, value in lowering.values.items()
+        if node.op == "call_function" and isinstance(value, ir.Value)
+    }
+    return Lowered(
+        context,
+        module,
+        Signature(input_is_tensor, tuple(outputs)),
+        tuple(weight_names),
+        node_values,
+    )
 
 
 def _outputs(ep: ExportedProgram, lowering: LoweringContext):

@@ -1,0 +1,89 @@
+"""Median wall time of each compile stage (export, lowering, total) and FX node counts.
+
+Run: `.venv/bin/python benchmarks/compile_time.py [--repeat N] [--only NAME ...]`.
+Export includes torch.export and the core-ATen decompositions; lowering covers building and
+verifying the wse module, printing it, and deriving the runtime program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import models  # noqa: E402
+from compiler import frontend  # noqa: E402
+from compiler.lowering import lower  # noqa: E402
+from compiler.mlir import print_module  # noqa: E402
+from compiler.serialize import to_program  # noqa: E402
+
+
+def hf_gpt2_small():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config()).eval()
+    return model, (torch.randint(0, 50257, (1, 128)),), {"use_cache": False}
+
+
+def hf_mamba_130m():
+    from transformers import MambaConfig, MambaForCausalLM
+
+    torch.manual_seed(0)
+    config = MambaConfig(hidden_size=768, num_hidden_layers=24, vocab_size=50280)
+    model = MambaForCausalLM(config).eval()
+    return model, (torch.randint(0, 50280, (1, 1024)),), {"use_cache": False}
+
+
+def llama_8b_meta():
+    model = models.build("llama-8b", device="meta")
+    return model, models.example_inputs("llama-8b", seq=128), {}
+
+
+WORKLOADS = {
+    "hf-gpt2-small seq128": hf_gpt2_small,
+    "hf-mamba-130m seq1024": hf_mamba_130m,
+    "llama-8b (meta) seq128": llama_8b_meta,
+}
+
+
+def measure(model, args, kwargs) -> tuple[float, float, int, int]:
+    start = time.perf_counter()
+    ep = frontend.export(model, args, kwargs)
+    exported = time.perf_counter()
+    lowered = lower(ep)
+    print_module(lowered.module)
+    program = to_program(lowered.module, lowered.node_values)
+    lowered = time.perf_counter()
+    nodes = sum(1 for n in ep.graph.nodes if n.op == "call_function")
+    return exported - start, lowered - exported, nodes, len(program.instructions)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=list(WORKLOADS))
+    opts = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {opts.repeat}")
+    print(
+        f"{'workload':26} {'export s':>9} {'lowering s':>11} {'total s':>8} {'FX nodes':>9} {'wse ops':>8}"
+    )
+    for name in opts.only:
+        model, args, kwargs = WORKLOADS[name]()
+        runs = [measure(model, args, kwargs) for _ in range(opts.repeat)]
+        export = statistics.median(r[0] for r in runs)
+        lowering = statistics.median(r[1] for r in runs)
+        total = statistics.median(r[0] + r[1] for r in runs)
+        print(
+            f"{name:26} {export:9.2f} {lowering:11.2f} {total:8.2f} {runs[0][2]:9d} {runs[0][3]:8d}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""`CompiledModule.verify`: per-op comparison with eager, and first-divergence localisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import compiler
+import models
+from compiler.verify import compare
+
+TINY = ["tiny-gpt2", "tiny-llama", "tiny-mamba", "tiny-hybrid"]
+
+
+@pytest.mark.parametrize("reference", ["fp64", "eager"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("name", TINY)
+def test_clean_models_verify(name, dtype, reference):
+    model = models.build(name, dtype=dtype)
+    inputs = models.example_inputs(name, seq=8)
+    report = compiler.compile(model, inputs).verify(*inputs, reference=reference)
+    assert report.first_divergence is None, str(report)
+    assert len(report.isolated) == len(report.accumulated) > 50
+    assert all(
+        row.location.startswith("/") or row.location == "<unknown>" for row in report.isolated
+    )
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-mamba"])
+def test_corrupted_weight_is_localised_to_its_consumer(name):
+    model = models.build(name)
+    inputs = models.example_inputs(name, seq=8)
+    compiled = compiler.compile(model, inputs)
+    weight = next(
+        n for n in compiled.weights if ".1." in n and n.endswith("weight") and "norm" not in n
+    )
+    with torch.no_grad():
+        compiled.weights[weight].view(-1)[0] += 1.0
+    report = compiled.verify(*inputs)
+    divergence = report.first_divergence
+    assert divergence is not None and divergence.mode == "isolated"
+    graph = compiled.exported.graph
+    placeholder = next(
+        n
+        for n, s in zip(
+            [n for n in graph.nodes if n.op == "placeholder"],
+            compiled.exported.graph_signature.input_specs,
+            strict=True,
+        )
+        if s.target == weight
+    )
+    consumers = {user.name for user in placeholder.users}
+    assert divergence.node in consumers, (divergence, consumers)
+    failing = [row.node for row in report.isolated if not row.passed]
+    assert failing[0] == divergence.node
+    assert divergence.location.endswith(".py:" + divergence.location.rsplit(":", 1)[1])
+    assert "models/" in divergence.location
+
+
+def test_per_op_false_reports_outputs_only():
+    model = models.build("tiny-gpt2")
+    inputs = models.example_inputs("tiny-gpt2", seq=8)
+    report = compiler.compile(model, inputs).verify(*inputs, per_op=False)
+    assert len(report.isolated) == 1 and report.passed
+
+
+def test_compare_judges_near_constant_tensors_by_magnitude():
+    base = torch.full((64,), 3.0)
+    assert compare(base, base.double(), torch.float32)[3]
+    one_ulp = base + 3.0 * 2.0**-23
+    assert compare(one_ulp, base.double(), torch.float32)[3]
+    assert compare(one_ulp, base.double(), torch.float32)[2] == pytest.approx(2.0)
+    wrong = base.clone()
+    wrong[5] = 3.01
+    assert not compare(wrong, base.double(), torch.float32)[3]
+    assert not compare(torch.tensor([float("nan"), 1.0]), torch.tensor([0.0, 1.0]), torch.float32)[
+        3
+    ]
+
+
+class Sensitive(torch.nn.Module):
+    def forward(self, x):
+        return torch.softmax(x * 2.0, -1) + torch.exp(x).sum(-1, keepdim=True)
+
+
+def test_nan_and_inf_inputs_propagate_as_in_eager():
+    x = torch.randn(4, 8)
+    x[0, 1] = float("nan")
+    x[2, 3] = float("inf")
+    x[3, 0] = float("-inf")
+    compiled = compiler.compile(Sensitive(), (torch.randn(4, 8),))
+    actual, expected = compiled(x), Sensitive()(x)
+    assert torch.equal(actual.isnan(), expected.isnan())
+    finite = expected.isfinite()
+    assert torch.equal(actual[~finite & ~expected.isnan()], expected[~finite & ~expected.isnan()])
+    assert torch.allclose(actual[finite], expected[finite])

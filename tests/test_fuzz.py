@@ -1,0 +1,29 @@
+"""Differential fuzzing: random small models compile and match eager on every runtime."""
+
+from __future__ import annotations
+
+import torch
+from conftest import assert_matches
+from fuzz_models import recipes
+from hypothesis import HealthCheck, given, note, settings
+
+import compiler
+
+RUNTIMES = compiler.api.RUNTIMES
+
+
+def check_recipe(recipe) -> None:
+    """Compile the recipe's model and compare every runtime's output with eager."""
+    note(recipe.to_code())
+    model, x = recipe.build()
+    with torch.no_grad():
+        expected = model(x)
+    for runtime in RUNTIMES:
+        compiled = compiler.compile(model, (x,), runtime=runtime)
+        assert_matches(compiled(x), expected, atol=1e-4)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recipes())
+def test_random_models_match_eager(recipe):
+    check_recipe(recipe)

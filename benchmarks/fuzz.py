@@ -18,6 +18,8 @@ from fuzz_models import recipes  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from test_fuzz import RUNTIMES, check_recipe  # noqa: E402
 
+BATCH = 20
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -27,18 +29,17 @@ def main() -> int:
     checked = 0
 
     @settings(
-        max_examples=10**6, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        max_examples=BATCH, deadline=None, database=None, suppress_health_check=list(HealthCheck)
     )
     @given(recipes())
-    def run(recipe):
+    def batch(recipe):
         nonlocal checked
-        if time.monotonic() > deadline:
-            return
         check_recipe(recipe)
         checked += 1
 
     try:
-        run()
+        while time.monotonic() < deadline:
+            batch()  # each batch draws fresh random examples
     except Exception as exc:  # hypothesis has already printed the minimal failing recipe
         print(f"FAILED after {checked} models: {exc}")
         return 1

@@ -70,7 +70,7 @@ def _decode_layer(cal: Calibration) -> int:
 DECODE_CYCLES = 1.1e9 / 2700 / DECODE_LAYERS
 POINTS = (
     Point(
-        "GEMV 1x16384 . 16384x16384, tree all-reduce",
+        "GEMV [1,16384] x [16384,16384], tree",
         "1.2 µs",
         1320,
         1320,

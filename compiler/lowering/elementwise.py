@@ -10,7 +10,7 @@ import torch.fx as fx
 from compiler.dialects import wse
 from compiler.lowering.context import LoweringContext
 from compiler.lowering.registry import register
-from compiler.mlir import f64_attr, str_attr
+from compiler.mlir import f64_attr, shape_of, str_attr, tensor_type
 
 aten = torch.ops.aten
 
@@ -22,13 +22,21 @@ def _meta_or_scalar(arg):
     return arg
 
 
+HALF = (torch.bfloat16, torch.float16)
+
+
 def _binary(op_class, ctx: LoweringContext, node: fx.Node):
     dtype = ctx.out_dtype()
-    lhs, rhs = (ctx.operand(a, dtype) for a in node.args[:2])
+    # Eager keeps a Python scalar at full precision and rounds once after computing in float32
+    # ("opmath"); rounding the scalar to a half type first would differ from eager.
+    scalar = any(not isinstance(a, fx.Node) for a in node.args[:2])
+    compute = torch.float32 if dtype in HALF and scalar else dtype
+    lhs, rhs = (ctx.operand(a, compute) for a in node.args[:2])
     alpha = node.kwargs.get("alpha", 1)
     if alpha != 1:
-        rhs = ctx.emit(wse.MulOp, rhs, ctx.constant(alpha, dtype), rhs.type).result
-    return ctx.emit(op_class, lhs, rhs, ctx.out_type()).result
+        rhs = ctx.emit(wse.MulOp, rhs, ctx.constant(alpha, compute), rhs.type).result
+    out = tensor_type(shape_of(ctx.out_type()), compute)
+    return ctx.convert(ctx.emit(op_class, lhs, rhs, out).result, dtype)
 
 
 for _op_class, _targets in {

@@ -11,6 +11,7 @@ import argparse
 import json
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from compiler.errors import WaferError
 from compiler.target import load_target, presets
+from simulator import checks
 from simulator.cost import DTYPE_BYTES, Calibration, load_calibration
 from simulator.kernels import ALGORITHMS, DEFAULT_ALGORITHM, KernelResult, simulate_kernel
 from simulator.trace import chrome_trace
@@ -211,6 +213,16 @@ COMMANDS: dict[str, Command] = {
         "simulate one kernel (gemv, gemm, allreduce)", _kernel_arguments, _run_kernel
     ),
     "targets": Command("list the target presets", _targets_arguments, _run_targets),
+    "verify": Command(
+        "compile a registered model and verify it op by op against eager PyTorch",
+        checks.verify_arguments,
+        checks.run_verify,
+    ),
+    "ops": Command(
+        "list supported ATen ops, the models using them and the runtimes implementing them",
+        checks.ops_arguments,
+        checks.run_ops,
+    ),
 }
 
 
@@ -224,10 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `wafersim`; returns the exit status."""
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch/transformers pytree noise
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command].run(args, Console())
-    except (UsageError, WaferError, OSError) as exc:
+    except (UsageError, WaferError, OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())
         print(f"wafersim: error: {reason}", file=sys.stderr)
         return 2

@@ -11,10 +11,11 @@ from compiler import frontend
 from compiler.compiled import CompiledModule
 from compiler.lowering import lower
 from compiler.mlir import print_module
+from compiler.passes import place_compiled
 from compiler.serialize import to_program
 from compiler.target import Target, load_target
 
-RUNTIMES = ("reference",)
+RUNTIMES = ("reference", "simulator", "jax")
 
 
 def compile(  # noqa: A001  (the public name the design asks for)
@@ -23,11 +24,17 @@ def compile(  # noqa: A001  (the public name the design asks for)
     example_kwargs: dict | None = None,
     *,
     target: str | Target = "wse3",
+    mode: str = "auto",
     runtime: str = "reference",
 ) -> CompiledModule:
     """Compile `model` for `example_inputs` (a tuple, or one tensor) to a `CompiledModule`.
 
     `target` is a preset name (see `compiler.target.presets()`) or a path to a target file.
+    `mode` places it "pipelined" (all weights in PE SRAM), "streaming" (weights streamed
+    in layer by layer) or "auto" (pipelined when it fits); `.report` says what was chosen
+    and why. `runtime` executes the program: "reference" (CPU, one torch kernel per op),
+    "simulator" (tile by tile as placed, on the simulated PEs' SRAM) or "jax" (the whole
+    program compiled by XLA, on a GPU when JAX sees one).
     """
     target = load_target(target)
     if runtime not in RUNTIMES:
@@ -42,7 +49,8 @@ def compile(  # noqa: A001  (the public name the design asks for)
     program = to_program(lowered.module, lowered.node_values)
     lowered_at = time.perf_counter()
     sources = {**ep.state_dict, **ep.constants}
-    return CompiledModule(
+    compiled = CompiledModule(
+        name=type(model).__name__,
         mlir=mlir,
         program=program,
         weights={name: _own_copy(sources[name]) for name in lowered.weight_names},
@@ -54,6 +62,9 @@ def compile(  # noqa: A001  (the public name the design asks for)
         target=target,
         stage_seconds={"export": exported - clock, "lowering": lowered_at - exported},
     )
+    compiled.placed = place_compiled(compiled, mode=mode)
+    compiled.stage_seconds["placement"] = time.perf_counter() - lowered_at
+    return compiled
 
 
 def _own_copy(tensor: torch.Tensor) -> torch.Tensor:

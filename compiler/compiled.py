@@ -2,76 +2,62 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch.utils import _pytree as pytree
 
-from compiler.errors import InputMismatchError, MetaDeviceError
+from compiler.errors import MetaDeviceError
+from compiler.passes import Placed
+from compiler.placement_report import PlacementReport
 from compiler.target import Target
 from compiler.verify import VerifyReport, verify_program
 from runtime import reference
-from runtime.program import Program, Signature
+from runtime.program import Program, Signature, flatten_inputs
+
+Executor = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 
+@dataclass(eq=False)
 class CompiledModule:
-    """A compiled model: `.mlir` (module text), `.program`, `.weights`, `.target`,
-    `.stage_seconds` (export and lowering wall time) and `__call__`.
+    """A compiled model, callable like the model on its `runtime`.
 
-    `weights` maps state-dict names to the program's own copies of the weights: updating one
-    in place changes what the next call computes, while `exported` (the exported graph, with
-    the model's weights) stays the eager reference that `verify` compares against.
+    `mlir` is the tensor-level module text and `program` its executable form; `placed` holds
+    the module placed on `target` (`placed.mlir`, `placed.program`) and `report` its
+    placement report. `stage_seconds` is the wall time of export, lowering and placement. `weights` maps
+    state-dict names to the program's own copies of the weights: updating one in place
+    changes what the next call computes, while `exported` (the exported graph, holding the
+    model's weights) stays the eager reference that `verify` compares against.
     """
 
-    def __init__(
-        self,
-        *,
-        mlir: str,
-        program: Program,
-        weights: Mapping[str, torch.Tensor],
-        signature: Signature,
-        exported: torch.export.ExportedProgram,
-        in_spec: pytree.TreeSpec,
-        out_spec: pytree.TreeSpec,
-        runtime: str,
-        target: Target,
-        stage_seconds: Mapping[str, float],
-    ):
-        self.mlir = mlir
-        self.program = program
-        self.weights = dict(weights)
-        self.signature = signature
-        self.exported = exported
-        self.in_spec = in_spec
-        self.out_spec = out_spec
-        self.runtime = runtime
-        self.target = target
-        self.stage_seconds = dict(stage_seconds)
+    name: str
+    mlir: str
+    program: Program
+    weights: dict[str, torch.Tensor]
+    signature: Signature
+    exported: torch.export.ExportedProgram
+    in_spec: pytree.TreeSpec
+    out_spec: pytree.TreeSpec
+    runtime: str
+    target: Target
+    stage_seconds: dict[str, float]
+    placed: Placed | None = field(default=None, repr=False)
+    _executor: Executor | None = field(default=None, repr=False)
+
+    @property
+    def report(self) -> PlacementReport | None:
+        """ "Does it fit?": the placement report (`.to_dict()`, `.summary()`, `.save_heatmap()`)."""
+        return None if self.placed is None else self.placed.report
 
     def flat_inputs(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
         """The tensor inputs of a call, checked against the compiled signature."""
         return self._flatten(args, kwargs)[1]
 
     def _flatten(self, args: tuple, kwargs: dict) -> tuple[list, list[torch.Tensor]]:
-        flat, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
-        if spec != self.in_spec:
-            raise InputMismatchError(
-                f"inputs have structure {spec}, but the module was compiled for {self.in_spec}"
-            )
-        tensors = [
-            x
-            for x, is_tensor in zip(flat, self.signature.input_is_tensor, strict=True)
-            if is_tensor
-        ]
-        for index, (x, expected) in enumerate(zip(tensors, self.program.input_specs, strict=True)):
-            if not isinstance(x, torch.Tensor):
-                raise InputMismatchError(f"input {index} must be a tensor, got {type(x).__name__}")
-            if tuple(x.shape) != expected.shape or x.dtype != expected.torch_dtype:
-                raise InputMismatchError(
-                    f"input {index} is {list(x.shape)} {x.dtype}, but the module was compiled "
-                    f"for {expected.describe()}; compile again for the new shape or dtype"
-                )
-        return flat, tensors
+        return flatten_inputs(args, kwargs, self.in_spec, self.signature, self.program.input_specs)
 
     def _check_weights(self) -> None:
         meta = [name for name, w in self.weights.items() if w.is_meta]
@@ -82,10 +68,47 @@ class CompiledModule:
                 "real ones. Build the model on the CPU (or load a checkpoint) to run it."
             )
 
+    def using(self, runtime: str) -> CompiledModule:
+        """The same compiled program, executed on another runtime."""
+        return dataclasses.replace(self, runtime=runtime, _executor=None)
+
     def run_flat(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         """Execute on already-checked flat tensor inputs; returns the program's outputs."""
         self._check_weights()
-        return reference.execute(self.program, self.weights, [t.cpu() for t in tensors])
+        if self._executor is None:
+            self._executor = self._make_executor()
+        return self._executor(tensors)
+
+    def _make_executor(self) -> Executor:
+        if self.runtime == "jax":
+            from runtime.jax_runtime import JaxExecutable
+
+            return JaxExecutable(self.program, self.weights)
+        if self.runtime == "simulator":
+            from simulator import functional
+
+            return lambda tensors: functional.execute(
+                self.placed.program, self.weights, [t.cpu() for t in tensors], self.target
+            )
+        return lambda tensors: reference.execute(
+            self.program, self.weights, [t.cpu() for t in tensors]
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write a versioned artifact directory that `runtime.load` runs without the compiler."""
+        from runtime.artifact import save
+
+        return save(
+            path,
+            program=self.program,
+            weights=self.weights,
+            signature=self.signature,
+            in_spec=self.in_spec,
+            out_spec=self.out_spec,
+            mlir=self.mlir,
+            model_name=self.name,
+            target=self.target.name,
+        )
 
     def verify(self, *args, per_op: bool = True, reference: str = "fp64", **kwargs) -> VerifyReport:
         """Run the program and eager PyTorch side by side on these inputs; one row per FX

@@ -5,6 +5,19 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from runtime.program import InputMismatchError
+
+__all__ = [
+    "DynamicShapeError",
+    "InputMismatchError",
+    "MetaDeviceError",
+    "OpProblem",
+    "TargetError",
+    "UnsupportedDtypeError",
+    "UnsupportedOperatorError",
+    "WaferError",
+]
+
 
 class WaferError(Exception):
     """Base class of every error Wafer raises for bad input."""
@@ -44,10 +57,6 @@ class DynamicShapeError(WaferError):
 
 class UnsupportedDtypeError(WaferError):
     """A tensor has a dtype the wse dialect cannot hold."""
-
-
-class InputMismatchError(WaferError):
-    """A compiled module was called with inputs that differ from the ones it was compiled for."""
 
 
 class MetaDeviceError(WaferError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils import _pytree as pytree
 
 FORMAT_VERSION = 1
 
@@ -163,6 +164,48 @@ class Signature:
             tuple(data["input_is_tensor"]),
             tuple(o if isinstance(o, int) else ("constant", o[1]) for o in data["outputs"]),
         )
+
+
+class InputMismatchError(ValueError):
+    """A compiled program was called with inputs that differ from the ones it was built for."""
+
+
+def flatten_inputs(
+    args: tuple,
+    kwargs: dict,
+    in_spec: pytree.TreeSpec | None,
+    signature: Signature,
+    input_specs: tuple[TensorSpec, ...],
+) -> tuple[list, list[torch.Tensor]]:
+    """A call's flat inputs and its tensor inputs, checked for structure, count, shape and
+    dtype. Without an `in_spec` (an artifact whose tree could not be stored) the positional
+    arguments are the flat inputs."""
+    if in_spec is None:
+        if kwargs:
+            raise InputMismatchError(
+                "this program stores no input tree: pass flat positional inputs"
+            )
+        flat = list(args)
+    else:
+        flat, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
+        if spec != in_spec:
+            raise InputMismatchError(
+                f"inputs have structure {spec}, but the program was compiled for {in_spec}"
+            )
+    if len(flat) != len(signature.input_is_tensor):
+        raise InputMismatchError(
+            f"got {len(flat)} flat inputs, the program takes {len(signature.input_is_tensor)}"
+        )
+    tensors = [x for x, is_tensor in zip(flat, signature.input_is_tensor, strict=True) if is_tensor]
+    for index, (x, expected) in enumerate(zip(tensors, input_specs, strict=True)):
+        if not isinstance(x, torch.Tensor):
+            raise InputMismatchError(f"input {index} must be a tensor, got {type(x).__name__}")
+        if tuple(x.shape) != expected.shape or x.dtype != expected.torch_dtype:
+            raise InputMismatchError(
+                f"input {index} is {list(x.shape)} {x.dtype}, but the program was compiled "
+                f"for {expected.describe()}; compile again for the new shape or dtype"
+            )
+    return flat, tensors
 
 
 def _spec_json(spec: TensorSpec) -> dict:

@@ -126,6 +126,22 @@ def _attention(ins: Instruction, q, k, v, mask) -> torch.Tensor:
     )
 
 
+def _tile_matmul(ins: Instruction, x, w, bias) -> torch.Tensor:
+    """`wse.tile_matmul` (placement): stacked per-PE-row partial products, or the Cannon product."""
+    w = w.t() if ins.attrs["transpose_rhs"] else w
+    if ins.attrs["dataflow"] == "cannon":
+        out = torch.matmul(x, w)
+        return out if bias is None else out + bias
+    parts, k = _shape(ins)[0], w.shape[0]
+    size = -(-k // parts)
+    xs = F.pad(x, (0, parts * size - k)).unflatten(-1, (parts, size))
+    ws = F.pad(w, (0, 0, 0, parts * size - k)).unflatten(0, (parts, size))
+    out = torch.einsum("...mps,psn->p...mn", xs, ws)
+    if bias is not None:
+        out[0] += bias
+    return out
+
+
 KERNELS: dict[str, Kernel] = {
     "constant": lambda ins: constant_tensor(ins.attrs["value"], ins.result_specs[0]),
     "iota": _iota,
@@ -176,6 +192,14 @@ KERNELS: dict[str, Kernel] = {
     "index": _index,
     "depthwise_conv1d": _conv,
     "selective_scan": _scan,
+    # -- placement and fabric ops (compiler/passes): moves keep the value, reduce sums partials
+    "weight_tiles": lambda ins, w: w,
+    "fabric_broadcast": lambda ins, x: x,
+    "fabric_shift": lambda ins, x: x,
+    "fabric_stream": lambda ins, x: x,
+    "host_transfer": lambda ins, x: x,
+    "tile_matmul": _tile_matmul,
+    "fabric_reduce": lambda ins, partials: partials.sum(0),
 }
 
 

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Max |actual - expected| allowed, relative to max(1, |expected|): fp32 is near-exact because
 # the reference runtime uses eager's kernels; half types allow a few ulps of accumulated rounding.
-TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 5e-3}
 
 
 def assert_matches(

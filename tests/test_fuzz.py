@@ -18,9 +18,9 @@ def check_recipe(recipe) -> None:
     model, x = recipe.build()
     with torch.no_grad():
         expected = model(x)
+    compiled = compiler.compile(model, (x,), target="mesh-8x8")
     for runtime in RUNTIMES:
-        compiled = compiler.compile(model, (x,), runtime=runtime)
-        assert_matches(compiled(x), expected, atol=1e-4)
+        assert_matches(compiled.using(runtime)(x), expected, atol=1e-4)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,60 @@
+"""Placement: from a tensor-level `wse` module to one placed on a wafer's PE grid.
+
+`place(module, target, mode)` runs the passes (`pipeline.py`, one per file, named like their
+flags) and returns a `PlacementPlan`; `place_compiled(compiled)` does it for a
+`CompiledModule` and returns a `Placed`: the placed MLIR text, its `Program` and the report.
+
+What a placed module guarantees, for the simulators and runtimes that consume it:
+- every op but `wse.param` (a weight's name) has `stage` (i64) and `region` ([x, y, w, h]);
+  ops whose result occupies SRAM have `sram` ([offset, bytes_per_pe] on every PE of region);
+- every used weight reaches its readers through `wse.weight_tiles` (tile grid, tile shape,
+  PE rectangle and SRAM offset: an exact affine map from tile to PE and bytes);
+- matmuls on weights are `wse.tile_matmul` with `wse.fabric_broadcast` + `wse.fabric_reduce`
+  (attribute `algorithm`: chain, tree, two_phase) or `wse.fabric_shift` (Cannon); values cross
+  stages through `wse.fabric_stream` and enter or leave through `wse.host_transfer`;
+- the module has `wse.placement` ({mode, target, grid, usable_sram_bytes_per_pe}),
+  `wse.stages` and `wse.stage_regions`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.passes.common import PlacementError
+from compiler.passes.pipeline import PlacementOptions, PlacementPlan, passes, place
+from compiler.placement_report import PlacementReport
+from compiler.serialize import to_program
+from runtime.program import Program
+
+__all__ = [
+    "Placed",
+    "PlacementError",
+    "PlacementOptions",
+    "PlacementPlan",
+    "PlacementReport",
+    "passes",
+    "place",
+    "place_compiled",
+]
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A compiled model placed on its target: module text, runtime program, report."""
+
+    mlir: str
+    program: Program
+    report: PlacementReport
+
+    @property
+    def mode(self) -> str:
+        return self.report.mode
+
+
+def place_compiled(
+    compiled, *, mode: str = "auto", options: PlacementOptions | None = None
+) -> Placed:
+    """Place a `CompiledModule` (its `.mlir` on its `.target`) in `mode`."""
+    plan = place(compiled.mlir, compiled.target, mode, options=options or PlacementOptions())
+    with plan.context:
+        return Placed(plan.text(), to_program(plan.module), plan.report)

@@ -1,0 +1,318 @@
+"""`layout-regions`: give every stage a rectangle of PEs and every op a region inside it.
+
+Pipelined: stages get disjoint rectangles, sized to balance their time (each stage costs
+`max(FLOPs / FLOP per cycle, weight bytes / SRAM read bytes per cycle)`; PEs go to the costliest
+stages) while every stage keeps the PEs its weights, state and activations need. The rectangles
+follow a snake: horizontal bands from the top, left to right, then right to left, so consecutive
+layers are neighbours. Inside a stage, each matrix weight gets its own sub-rectangle (guillotine
+cuts along the longer side, area proportional to bytes) and its main consumer runs there; other
+ops run on the whole stage. A GEMM (more than one row) whose rectangle is nearly square gets a
+square one and the Cannon dataflow; other matmuls use broadcast-and-reduce.
+Streaming: every stage and every op gets the whole grid; the wafer runs one layer at a time.
+
+Before:
+    %t = "wse.transpose"(%w) {permutation = [1, 0], stage = 1 : i64} ...
+    %y = "wse.matmul"(%x, %t) {stage = 1 : i64} : (tensor<8x64xf32>, tensor<64x256xf32>) -> ...
+    %z = "wse.gelu"(%y) {approximate = "tanh", stage = 1 : i64} ...
+After:
+    module attributes {wse.stage_regions = [[0, 0, 3, 4], [3, 0, 5, 4], ...], ...}
+    %t = "wse.transpose"(%w) {permutation = [1, 0], region = [3, 0, 2, 2], stage = 1 : i64} ...
+    %y = "wse.matmul"(%x, %t) {dataflow = "cannon", region = [3, 0, 2, 2], stage = 1 : i64} ...
+    %z = "wse.gelu"(%y) {approximate = "tanh", region = [3, 0, 5, 4], stage = 1 : i64} ...
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import pairwise
+
+from compiler.mlir import int_list_attr, ir, shape_of, str_attr
+from compiler.passes.common import (
+    PassContext,
+    PlacementError,
+    Rect,
+    body_ops,
+    ceil_div,
+    element_bytes,
+    flops,
+    format_bytes,
+    func_block,
+    get_int,
+    is_float,
+    kind,
+    matmul_rows,
+    matmul_weight,
+    nbytes,
+    pipelined_overflow,
+    primary_consumer,
+    producer,
+    set_ints,
+    set_module_attr,
+    stage_names,
+    state_inputs,
+    users,
+    weight_param,
+)
+
+
+@dataclass(frozen=True)
+class LayoutRegionsOptions:
+    """`bands`: rows of stages in the snake (0: chosen so stages are near-square).
+    `sram_headroom`: the fraction of a stage's usable SRAM its estimate may fill (the rest
+    absorbs tile padding and buffers). `gemm_dataflow`: "auto", "broadcast" or "cannon".
+    `cannon_min_aspect`: in "auto", the short/long side ratio a GEMM rectangle needs to be
+    squared for Cannon."""
+
+    bands: int = 0
+    sram_headroom: float = 0.85
+    gemm_dataflow: str = "auto"
+    cannon_min_aspect: float = 0.75
+
+
+@dataclass
+class _Stage:
+    weights: list  # the used params of this stage
+    weight_bytes: int = 0
+    state_bytes: int = 0
+    activation_bytes: int = 0
+    flops: int = 0
+    element_bytes: int = 4
+
+
+class LayoutRegions:
+    name = "layout-regions"
+
+    def __init__(self, options: LayoutRegionsOptions = LayoutRegionsOptions()):
+        if options.gemm_dataflow not in ("auto", "broadcast", "cannon"):
+            raise ValueError(
+                f"gemm_dataflow must be auto, broadcast or cannon, not {options.gemm_dataflow!r}"
+            )
+        self.options = options
+
+    def run(self, module: ir.Module, ctx: PassContext) -> None:
+        readers = users(module)
+        stages = self._stages(module, readers)
+        if ctx.mode == "pipelined":
+            rects = self._pipelined_rects(stages, ctx)
+        else:
+            rects = [ctx.grid] * len(stages)
+        set_module_attr(
+            module, "wse.stage_regions", ir.ArrayAttr.get([int_list_attr(r) for r in rects])
+        )
+        for op in body_ops(module):
+            if kind(op) != "param":
+                set_ints(op, "region", rects[get_int(op, "stage")])
+        for s, stage in enumerate(stages):
+            matrices = [w for w in stage.weights if len(shape_of(w.result)) >= 2]
+            leaves = _guillotine(rects[s], [(w, nbytes(w.result)) for w in matrices])
+            for weight in matrices:
+                consumer, path = primary_consumer(weight, readers)
+                region, dataflow = self._gemm_region(consumer, leaves[weight])
+                for op in path + [consumer]:
+                    set_ints(op, "region", region)
+                if dataflow:
+                    consumer.attributes["dataflow"] = str_attr(dataflow)
+
+    # -- statistics --------------------------------------------------------------------------
+
+    def _stages(self, module: ir.Module, readers: dict) -> list[_Stage]:
+        stages = [_Stage([]) for _ in stage_names(module)]
+        ops = body_ops(module)
+        for op in ops:
+            if "stage" not in op.attributes:
+                continue
+            stage = stages[get_int(op, "stage")]
+            if kind(op) == "param":
+                stage.weights.append(op)
+                stage.weight_bytes += nbytes(op.result)
+            else:
+                stage.flops += flops(op)
+        for s in stages:
+            s.element_bytes = min(
+                (element_bytes(w.result) for w in s.weights if len(shape_of(w.result)) >= 2),
+                default=4,
+            )
+        block = func_block(module)
+        for arg in state_inputs(module):
+            consumers = [u for u in readers.get(arg, ()) if "stage" in u.attributes]
+            if consumers:
+                stages[min(get_int(u, "stage") for u in consumers)].state_bytes += nbytes(arg)
+        results = list(block.operations)[-1].operands
+        for value in list(results)[1:]:
+            op = producer(value)
+            if op is not None and is_float(value):
+                stages[get_int(op, "stage")].state_bytes += nbytes(value)
+        self._activation_peaks(ops, stages, readers)
+        return stages
+
+    @staticmethod
+    def _activation_peaks(ops: list, stages: list[_Stage], readers: dict) -> None:
+        """Peak bytes of live results per stage, walking the program in order."""
+        index = {op: i for i, op in enumerate(ops)}
+        frees: dict[int, list] = {}
+        live = [0] * len(stages)
+        for i, op in enumerate(ops):
+            if kind(op) != "param" and not weight_param(op.results[0]):
+                s = get_int(op, "stage")
+                size = sum(nbytes(r) for r in op.results)
+                live[s] += size
+                stages[s].activation_bytes = max(stages[s].activation_bytes, live[s])
+                last = max(
+                    (index.get(u, len(ops)) for r in op.results for u in readers.get(r, ())),
+                    default=i,
+                )
+                frees.setdefault(last, []).append((s, size))
+            for stage, freed in frees.pop(i, ()):
+                live[stage] -= freed
+
+    # -- pipelined sizing and the snake ------------------------------------------------------
+
+    def _pipelined_rects(self, stages: list[_Stage], ctx: PassContext) -> list[Rect]:
+        target = ctx.target
+        usable = target.usable_sram_bytes_per_pe
+        need = [s.weight_bytes + s.state_bytes + s.activation_bytes for s in stages]
+        if len(stages) > target.num_pes:
+            raise PlacementError(
+                f"pipelined placement needs a rectangle of PEs per layer: {len(stages)} layers "
+                f"but {target.name} has {target.num_pes} PEs. Options: mode='streaming', or a "
+                "bigger target.",
+                needed_bytes=sum(need),
+                available_bytes=usable * target.num_pes,
+            )
+        if sum(need) > usable * target.num_pes:
+            weights = sum(s.weight_bytes for s in stages)
+            state = sum(s.state_bytes for s in stages)
+            raise pipelined_overflow(
+                target,
+                sum(need),
+                f"weights {format_bytes(weights)}, state {format_bytes(state)}, activations "
+                f"{format_bytes(sum(need) - weights - state)}, {len(stages)} stages",
+            )
+        headroom = self.options.sram_headroom
+        pes = [max(1, ceil_div(n, int(usable * headroom))) for n in need]
+        if sum(pes) > target.num_pes:
+            pes = [max(1, ceil_div(n, usable)) for n in need]
+        cost = [
+            max(
+                s.flops
+                / (
+                    target.fp16_flops_per_cycle_per_pe
+                    if s.element_bytes <= 2
+                    else target.fp32_flops_per_cycle_per_pe
+                ),
+                s.weight_bytes / target.sram_read_bytes_per_cycle,
+            )
+            for s in stages
+        ]
+        areas = _water_fill(pes, cost, target.num_pes)
+        return _snake(areas, target.grid_width_pes, target.grid_height_pes, self.options.bands)
+
+    # -- GEMM dataflow -----------------------------------------------------------------------
+
+    def _gemm_region(self, consumer, leaf: Rect) -> tuple[Rect, str]:
+        found = matmul_weight(consumer)
+        if found is None:
+            return leaf, ""
+        param, transposed = found
+        n, k = shape_of(param.result) if transposed else reversed(shape_of(param.result))
+        q = min(leaf.w, leaf.h, k, n)
+        square = min(leaf.w, leaf.h) / max(leaf.w, leaf.h)
+        cannon = (
+            self.options.gemm_dataflow != "broadcast"
+            and matmul_rows(consumer.operands[0]) > 1
+            and q >= 2
+            and (self.options.gemm_dataflow == "cannon" or square >= self.options.cannon_min_aspect)
+        )
+        if cannon:
+            return Rect(leaf.x, leaf.y, q, q), "cannon"
+        return leaf, "broadcast"
+
+
+def _water_fill(minimum: list[int], cost: list[float], total: int) -> list[float]:
+    """PEs per stage: at least `minimum`, the rest making `cost / PEs` as even as possible."""
+    if sum(minimum) >= total or not any(cost):
+        return [float(m) for m in minimum]
+    lo, hi = 0.0, 1.0
+    while sum(max(m, hi * c) for m, c in zip(minimum, cost, strict=True)) < total:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if sum(max(m, mid * c) for m, c in zip(minimum, cost, strict=True)) < total:
+            lo = mid
+        else:
+            hi = mid
+    return [max(m, lo * c) for m, c in zip(minimum, cost, strict=True)]
+
+
+def apportion(total: int, weights: list[float]) -> list[int]:
+    """Integers >= 1 that sum to `total`, proportional to `weights` (largest remainder)."""
+    spare = total - len(weights)
+    scale = spare / (sum(weights) or 1)
+    raw = [w * scale for w in weights]
+    out = [1 + int(r) for r in raw]
+    by_remainder = sorted(range(len(raw)), key=lambda i: int(raw[i]) - raw[i])
+    for i in by_remainder[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def _snake(areas: list[float], width: int, height: int, bands: int) -> list[Rect]:
+    """Disjoint rectangles with about `areas` PEs each, in bands traversed as a snake."""
+    count = len(areas)
+    bands = bands or round(math.sqrt(count * height / width))
+    bands = min(max(bands, ceil_div(count, width), 1), count, height)
+    cum = [0.0]
+    for a in areas:
+        cum.append(cum[-1] + a)
+    bounds = [0]
+    for b in range(1, bands):
+        goal = cum[-1] * b / bands
+        choices = range(bounds[-1] + 1, count - (bands - b) + 1)
+        bounds.append(min(choices, key=lambda i: abs(cum[i] - goal)))
+    bounds.append(count)
+    if any(hi - lo > width for lo, hi in pairwise(bounds)):
+        bounds = [round(b * count / bands) for b in range(bands + 1)]
+    groups = [list(range(lo, hi)) for lo, hi in pairwise(bounds)]
+    heights = apportion(height, [sum(areas[i] for i in g) for g in groups])
+    rects: list[Rect] = [Rect(0, 0, 0, 0)] * count
+    y = 0
+    for b, (group, h) in enumerate(zip(groups, heights, strict=True)):
+        widths = apportion(width, [areas[i] for i in group])
+        x = 0 if b % 2 == 0 else width
+        for i, w in zip(group, widths, strict=True):
+            if b % 2:
+                x -= w
+            rects[i] = Rect(x, y, w, h)
+            if b % 2 == 0:
+                x += w
+        y += h
+    return rects
+
+
+def _guillotine(rect: Rect, items: list[tuple]) -> dict:
+    """Split `rect` among `items` ((key, size) in order) by cuts along the longer side, areas
+    proportional to size; items share the rectangle only when it has a single PE."""
+    if not items:
+        return {}
+    if len(items) == 1 or rect.area == 1:
+        return {key: rect for key, _ in items}
+    total = sum(size for _, size in items) or 1
+    prefix, best, split = 0, None, 1
+    for i, (_, size) in enumerate(items[:-1], start=1):
+        prefix += size
+        if best is None or abs(prefix - total / 2) < best:
+            best, split, head = abs(prefix - total / 2), i, prefix
+    long = rect.w if rect.w >= rect.h else rect.h
+    cut = min(max(round(long * head / total), 1), long - 1)
+    if rect.w >= rect.h:
+        first, second = (
+            Rect(rect.x, rect.y, cut, rect.h),
+            Rect(rect.x + cut, rect.y, rect.w - cut, rect.h),
+        )
+    else:
+        first, second = (
+            Rect(rect.x, rect.y, rect.w, cut),
+            Rect(rect.x, rect.y + cut, rect.w, rect.h - cut),
+        )
+    return {**_guillotine(first, items[:split]), **_guillotine(second, items[split:])}

@@ -1,0 +1,238 @@
+"""`plan-sram`: give every weight tile, state buffer and activation a byte range in the SRAM
+of its PEs, and check that no PE overflows.
+
+Each PE's usable SRAM fills from offset 0: weight tiles (pipelined: resident, matrices first,
+then vectors on top; streaming: a buffer pool where a weight's tiles stay from the use of the previous
+weight, so the next layer streams in while the current one computes, to its own last use),
+then state (KV cache, SSM state; resident), then activation workspaces: one per stage region,
+then one per sub-region of a stage (a matmul's rectangle; streaming: one for the wafer), where
+results live from their op to their last reader (first-fit reuse).
+A result's bytes per PE are its size spread over its region, except the per-PE working sets of
+split matmuls: broadcast slices and partial sums (`rows_per_pass` rows), and Cannon's
+activation and output blocks (double-buffered, as they move).
+
+Before:
+    %wt = "wse.weight_tiles"(%w) {..., sram_offset = 0 : i64, tile_grid = [2, 2], tile_shape = [128, 32]} ...
+    %y = "wse.gelu"(%x) {approximate = "tanh", region = [3, 0, 5, 4], stage = 1 : i64} ...
+After:
+    %wt = "wse.weight_tiles"(%w) {..., sram_offset = 16384 : i64, ...} ...
+    %y = "wse.gelu"(%x) {approximate = "tanh", region = [3, 0, 5, 4], sram = [33792, 128],
+        stage = 1 : i64} ...
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler.mlir import i64_attr, ir, shape_of
+from compiler.passes.common import (
+    WEIGHT_VIEWS,
+    PassContext,
+    PlacementError,
+    Rect,
+    body_ops,
+    ceil_div,
+    element_bytes,
+    format_bytes,
+    get_int,
+    get_ints,
+    get_str,
+    kind,
+    nbytes,
+    producer,
+    region_of,
+    set_ints,
+    sram_map,
+    stage_names,
+    stage_regions,
+    tile_bytes,
+    tile_rect,
+    users,
+)
+
+
+@dataclass(frozen=True)
+class PlanSramOptions:
+    """`align_bytes`: alignment of every buffer. `prefetch_weights`: in streaming mode, keep
+    a weight's buffer from the previous weight's use, so loads overlap compute."""
+
+    align_bytes: int = 8
+    prefetch_weights: bool = True
+
+
+class PlanSram:
+    name = "plan-sram"
+
+    def __init__(self, options: PlanSramOptions = PlanSramOptions()):
+        self.options = options
+
+    def run(self, module: ir.Module, ctx: PassContext) -> None:
+        ops = body_ops(module)
+        readers = users(module)
+        index = {op: i for i, op in enumerate(ops)}
+        self.top = np.zeros((ctx.target.grid_height_pes, ctx.target.grid_width_pes), np.int64)
+        tiles = [op for op in ops if kind(op) == "weight_tiles"]
+        if ctx.mode == "pipelined":
+            for op in sorted(tiles, key=lambda t: len(get_ints(t, "tile_shape")) < 2):
+                op.attributes["sram_offset"] = i64_attr(
+                    self._reserve(tile_rect(op), tile_bytes(op))
+                )
+        else:
+            self._weight_pool(tiles, readers, index, len(ops), ctx.grid)
+        state = [op for op in ops if kind(op) == "host_transfer" and get_str(op, "kind") == "state"]
+        for op in state:
+            size = self._result_bytes(op)
+            set_ints(op, "sram", [self._reserve(region_of(op), size), size])
+        pools: dict[tuple[int, Rect], list] = {}
+        for op in ops:
+            if kind(op) in ("param", "weight_tiles") or op in state or not op.results:
+                continue
+            key = (
+                (get_int(op, "stage"), region_of(op)) if ctx.mode == "pipelined" else (0, ctx.grid)
+            )
+            last = max(
+                (index.get(u, len(ops)) for r in op.results for u in readers.get(r, ())),
+                default=index[op],
+            )
+            pools.setdefault(key, []).append((op, index[op], last, self._result_bytes(op)))
+        regions = stage_regions(module) if ctx.mode == "pipelined" else [ctx.grid]
+        for key in sorted(pools, key=lambda k: (k[1] != regions[k[0]], k)):
+            entries = pools[key]
+            offsets, size = self._linear_scan([(start, end, n) for _, start, end, n in entries])
+            base = self._reserve(key[1], size)
+            for (op, _, _, n), offset in zip(entries, offsets, strict=True):
+                set_ints(op, "sram", [base + offset, n])
+        self._check(module, ctx)
+
+    # -- allocation --------------------------------------------------------------------------
+
+    def _align(self, n: int) -> int:
+        return ceil_div(n, self.options.align_bytes) * self.options.align_bytes
+
+    def _reserve(self, rect: Rect, size: int) -> int:
+        """The lowest aligned offset free on every PE of `rect`; reserves `size` bytes there."""
+        view = self.top[rect.slices]
+        offset = self._align(int(view.max()))
+        view[...] = np.maximum(view, offset + size)
+        return offset
+
+    def _linear_scan(self, intervals: list[tuple[int, int, int]]) -> tuple[list[int], int]:
+        """First-fit offsets for (start, end, bytes) live ranges sorted by start; pool size."""
+        free: list[tuple[int, int]] = []  # (offset, size), sorted by offset
+        live: list[tuple[int, int, int]] = []  # (end, offset, size)
+        offsets, high = [], 0
+        for start, end, size in intervals:
+            for item in [item for item in live if item[0] < start]:
+                live.remove(item)
+                free = _release(free, item[1], item[2])
+            size = self._align(size)
+            for i, (offset, room) in enumerate(free):
+                if room >= size:
+                    free[i : i + 1] = [(offset + size, room - size)] if room > size else []
+                    break
+            else:
+                offset = high
+                if free and free[-1][0] + free[-1][1] == high:
+                    offset = free.pop()[0]
+                high = max(high, offset + size)
+            live.append((end, offset, size))
+            offsets.append(offset)
+        return offsets, high
+
+    def _weight_pool(self, tiles: list, readers: dict, index: dict, count: int, grid: Rect):
+        """Streaming: one pool of weight buffers on every PE, live from the previous weight's
+        load (with prefetch) or their own, to the last use through views."""
+        intervals = []
+        for i, op in enumerate(tiles):
+            start = index[tiles[i - 1]] if i and self.options.prefetch_weights else index[op]
+            intervals.append((start, _last_use(op, readers, index, count), tile_bytes(op)))
+        offsets, size = self._linear_scan(intervals)
+        base = self._reserve(grid, size)
+        for op, offset in zip(tiles, offsets, strict=True):
+            op.attributes["sram_offset"] = i64_attr(base + offset)
+
+    # -- sizes -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _result_bytes(op) -> int:
+        """Bytes per PE of `op`'s results on its region."""
+        name = kind(op)
+        region = region_of(op)
+        e = element_bytes(op.results[0])
+        if name == "fabric_broadcast":
+            shape = shape_of(op.input)
+            dim, parts = get_int(op, "dim"), get_int(op, "parts")
+            rows = min(math.prod(shape) // max(shape[dim], 1), get_int(op, "rows_per_pass"))
+            return rows * ceil_div(shape[dim], parts) * e
+        if name == "tile_matmul":
+            cols = get_ints(producer(op.operands[1]), "tile_grid")[1]
+            rows = get_int(op, "rows_per_pass") * ceil_div(shape_of(op.result)[-1], cols) * e
+            return rows if get_str(op, "dataflow") == "broadcast" else 2 * rows
+        if name == "fabric_shift":
+            shape, q = shape_of(op.input), region.w
+            rows = math.prod(shape[:-1])
+            return 2 * ceil_div(rows, q) * ceil_div(shape[-1], q) * e
+        return ceil_div(sum(nbytes(r) for r in op.results), region.area)
+
+    # -- the check ---------------------------------------------------------------------------
+
+    def _check(self, module: ir.Module, ctx: PassContext) -> None:
+        target = ctx.target
+        used = sram_map(module, target.grid_width_pes, target.grid_height_pes)
+        usable = target.usable_sram_bytes_per_pe
+        peak = int(used.max())
+        if peak <= usable:
+            return
+        y, x = np.unravel_index(int(used.argmax()), used.shape)
+        names, regions = stage_names(module), stage_regions(module)
+        where = next(
+            (
+                n
+                for n, r in zip(names, regions, strict=True)
+                if r.contains(Rect(int(x), int(y), 1, 1))
+            ),
+            "?",
+        )
+        over = int(np.maximum(used - usable, 0).sum())
+        available = usable * target.num_pes
+        options = (
+            "Options: mode='streaming' (weights stay in external memory and stream in one "
+            "layer at a time), or a bigger target."
+            if ctx.mode == "pipelined"
+            else "Options: a shorter sequence or smaller batch, or a bigger target."
+        )
+        raise PlacementError(
+            f"{ctx.mode} placement needs {peak:,} B of SRAM on PE ({x}, {y}) (stage {where}) but "
+            f"{target.name} has {usable:,} B usable per PE; {int((used > usable).sum()):,} PEs "
+            f"overflow by {format_bytes(over)} in all, using {format_bytes(int(used.sum()))} "
+            f"of {format_bytes(available)}. {options}",
+            needed_bytes=int(used.sum()) + over,
+            available_bytes=available,
+        )
+
+
+def _release(free: list[tuple[int, int]], offset: int, size: int) -> list[tuple[int, int]]:
+    """`free` with the block [offset, offset + size) returned, neighbours merged."""
+    blocks = sorted(free + [(offset, size)])
+    merged = [blocks[0]]
+    for start, room in blocks[1:]:
+        if merged[-1][0] + merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], merged[-1][1] + room)
+        else:
+            merged.append((start, room))
+    return merged
+
+
+def _last_use(op, readers: dict, index: dict, count: int) -> int:
+    """The last op reading `op`'s result, directly or through weight views."""
+    last = index[op]
+    for user in readers.get(op.results[0], ()):
+        if user.name == "func.return":
+            return count
+        last = max(last, index.get(user, count))
+        if kind(user) in WEIGHT_VIEWS:
+            last = max(last, _last_use(user, readers, index, count))
+    return last

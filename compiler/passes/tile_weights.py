@@ -1,0 +1,121 @@
+"""`tile-weights`: cut every weight into per-PE tiles with a `wse.weight_tiles` op.
+
+The tile grid follows the weight's main consumer: a matmul weight in (K, N) orientation puts
+K over PE rows and N over PE columns of the consumer's region (one tile per PE; q x q for the
+Cannon dataflow); other matrices split their first dim over rows and their last over columns;
+vectors split over the columns of the region's top row (the row where reductions end, so a
+bias sits where it is added). Pipelined: one `wse.weight_tiles` per weight, resident
+(`home = "sram"`), right after the `wse.param`. Streaming: one per use, `home = "external"`,
+right before the user: the tiles stream in when needed. SRAM offsets come later (`plan-sram`).
+
+Before:
+    %w = "wse.param"() {stage = 1 : i64, sym_name = "model.blocks.0.mlp.fc.weight"} : () -> tensor<256x64xf32>
+    %t = "wse.transpose"(%w) {permutation = [1, 0], region = [3, 0, 2, 2], stage = 1 : i64} ...
+    %y = "wse.matmul"(%x, %t) {dataflow = "cannon", region = [3, 0, 2, 2], stage = 1 : i64} ...
+After:
+    %w = "wse.param"() {stage = 1 : i64, sym_name = "model.blocks.0.mlp.fc.weight"} : () -> tensor<256x64xf32>
+    %wt = "wse.weight_tiles"(%w) {home = "sram", region = [3, 0, 2, 2], sram_offset = 0 : i64,
+        stage = 1 : i64, tile_dims = [1, 0], tile_grid = [2, 2], tile_shape = [128, 32]} ...
+    %t = "wse.transpose"(%wt) {permutation = [1, 0], region = [3, 0, 2, 2], stage = 1 : i64} ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.dialects import wse
+from compiler.mlir import i64_attr, int_list_attr, ir, shape_of, str_attr
+from compiler.passes.common import (
+    PassContext,
+    Rect,
+    body_ops,
+    ceil_div,
+    get_int,
+    get_str,
+    kind,
+    matmul_weight,
+    primary_consumer,
+    region_of,
+    set_int,
+    users,
+    weight_consumers,
+)
+
+
+@dataclass(frozen=True)
+class TileWeightsOptions:
+    """`split_vectors`: spread vectors over the top row of their region (else one PE each)."""
+
+    split_vectors: bool = True
+
+
+class TileWeights:
+    name = "tile-weights"
+
+    def __init__(self, options: TileWeightsOptions = TileWeightsOptions()):
+        self.options = options
+
+    def run(self, module: ir.Module, ctx: PassContext) -> None:
+        readers = users(module)
+        for param in body_ops(module):
+            if kind(param) != "param" or "stage" not in param.attributes:
+                continue
+            if ctx.mode == "pipelined":
+                consumer, _ = primary_consumer(param, readers)
+                with ir.InsertionPoint.after(param):
+                    tiles = self._tiles(param, consumer, "sram")
+                param.result.replace_all_uses_except(tiles.result, tiles.operation)
+                continue
+            direct: dict = {}
+            for consumer, path in weight_consumers(param, readers):
+                direct.setdefault(path[0] if path else consumer, consumer)
+            for user, consumer in direct.items():
+                with ir.InsertionPoint(user):
+                    tiles = self._tiles(param, consumer, "external")
+                user.operation.replace_uses_of_with(param.result, tiles.result)
+
+    def _tiles(self, param, consumer, home: str):
+        shape = shape_of(param.result)
+        region = region_of(consumer)
+        dims, grid = self._grid(param, consumer, region, shape)
+        tile = list(shape)
+        for d, g in zip(dims, grid, strict=True):
+            if d != -1:
+                tile[d] = ceil_div(shape[d], g)
+        op = wse.WeightTilesOp(
+            input=param.result,
+            region=int_list_attr(Rect(region.x, region.y, grid[1], grid[0])),
+            tile_dims=int_list_attr(dims),
+            tile_grid=int_list_attr(grid),
+            tile_shape=int_list_attr(tile),
+            sram_offset=i64_attr(0),
+            home=str_attr(home),
+            result=param.result.type,
+            loc=param.location,
+        )
+        set_int(op, "stage", get_int(consumer, "stage"))
+        return op
+
+    def _grid(self, param, consumer, region: Rect, shape) -> tuple[list[int], list[int]]:
+        """(tile_dims, tile_grid) of `param` for its consumer's region."""
+        rank = len(shape)
+        if rank == 0:
+            return [-1, -1], [1, 1]
+        if rank == 1:
+            cols = _fit(shape[0], region.w) if self.options.split_vectors else 1
+            return [-1, 0], [1, cols]
+        found = matmul_weight(consumer)
+        if found is not None and found[0] == param:
+            dims = [1, 0] if found[1] else [0, 1]
+            if "dataflow" in consumer.attributes and get_str(consumer, "dataflow") == "cannon":
+                return dims, [region.h, region.w]
+        else:
+            dims = [0, rank - 1]
+        return dims, [_fit(shape[dims[0]], region.h), _fit(shape[dims[1]], region.w)]
+
+
+def _fit(size: int, pes: int) -> int:
+    """Tiles along a dim of `size` over at most `pes` PEs, none of them empty."""
+    if size == 0:
+        return 1
+    return ceil_div(size, ceil_div(size, min(size, pes)))

@@ -1,0 +1,345 @@
+"""Tile-by-tile functional execution of a placed program: the numbers the placement implies.
+
+`load(program, weights, target)` writes every resident weight tile into a byte image of each
+PE's SRAM at the PE and offset its `wse.weight_tiles` records (and keeps streamed weights in an
+external store). `run(program, wafer, inputs)` then executes the program, reading weights only
+back from that image: `wse.weight_tiles` gathers a weight tile by tile (streaming ones first
+copy their tiles in), `wse.tile_matmul` multiplies each PE's activation slice by the tile it
+reads from its own SRAM, `wse.fabric_reduce` adds the partial sums of the PE rows in its region
+in the order of its algorithm, and the Cannon dataflow moves activation blocks as its
+`wse.fabric_shift` says and output blocks one PE up per step. A wrong tile offset, a missing
+partial sum or a wrong shift changes the result.
+Other ops run the reference kernels on whole tensors.
+
+The image holds `width x height x usable SRAM` bytes: this is for small grids (test meshes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from compiler.target import Target
+from runtime.program import Instruction, Program
+from runtime.reference import KERNELS
+
+MAX_IMAGE_BYTES = 1 << 30
+
+
+class SimulationError(RuntimeError):
+    """The placed program cannot run as placed (a tile outside SRAM, overlapping tiles, a
+    weight read other than through its tiles, or fabric ops that do not fit together)."""
+
+
+@dataclass(frozen=True)
+class _Weight:
+    """What a `wse.param` yields in the simulator: only a name, never the values."""
+
+    name: str
+
+
+@dataclass
+class Wafer:
+    """Every PE's usable SRAM as bytes, (rows, columns, bytes), and the external weight store."""
+
+    sram: torch.Tensor
+    external: dict[str, torch.Tensor]
+
+    def write(self, x: int, y: int, offset: int, tile: torch.Tensor) -> None:
+        data = tile.contiguous().reshape(-1).view(torch.uint8)
+        self._check(x, y, offset, data.numel())
+        self.sram[y, x, offset : offset + data.numel()] = data
+
+    def read(self, x: int, y: int, offset: int, shape, dtype: torch.dtype) -> torch.Tensor:
+        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        self._check(x, y, offset, size)
+        return self.sram[y, x, offset : offset + size].clone().view(dtype).reshape(shape)
+
+    def _check(self, x: int, y: int, offset: int, size: int) -> None:
+        rows, cols, usable = self.sram.shape
+        if not (0 <= x < cols and 0 <= y < rows and 0 <= offset and offset + size <= usable):
+            raise SimulationError(
+                f"bytes [{offset}, {offset + size}) on PE ({x}, {y}) are outside the "
+                f"{cols} x {rows} grid's {usable} usable bytes per PE"
+            )
+
+
+# ---------------------------------------------------------------------------- tiles
+
+
+def _tiling(ins: Instruction):
+    a = ins.attrs
+    x, y, _, _ = a["region"]
+    return x, y, a["tile_dims"], a["tile_grid"], a["tile_shape"], a["sram_offset"]
+
+
+def _tile_index(shape, dims, tile, r: int, c: int) -> tuple[slice, ...]:
+    """Elements of tile (r, c): the r-th slice of dim dims[0], the c-th of dims[1]."""
+    index = []
+    for d, size in enumerate(shape):
+        k = r if d == dims[0] else c if d == dims[1] else 0
+        start = min(k * tile[d], size)
+        index.append(slice(start, min(start + tile[d], size)))
+    return tuple(index)
+
+
+def _write_tiles(wafer: Wafer, ins: Instruction, weight: torch.Tensor, written=None) -> None:
+    x, y, dims, grid, tile, offset = _tiling(ins)
+    for r in range(grid[0]):
+        for c in range(grid[1]):
+            part = weight[_tile_index(weight.shape, dims, tile, r, c)]
+            padded = weight.new_zeros(tile)
+            padded[tuple(slice(0, n) for n in part.shape)] = part
+            if written is not None:
+                nbytes = padded.numel() * padded.element_size()
+                span = written[y + r, x + c, offset : offset + nbytes]
+                if bool(span.any()):
+                    raise SimulationError(
+                        f"tile ({r}, {c}) of a weight overlaps another tile on PE "
+                        f"({x + c}, {y + r}) at bytes [{offset}, {offset + nbytes})"
+                    )
+                span.fill_(True)
+            wafer.write(x + c, y + r, offset, padded)
+
+
+def _read_tile(wafer: Wafer, ins: Instruction, r: int, c: int) -> torch.Tensor:
+    x, y, _, _, tile, offset = _tiling(ins)
+    return wafer.read(x + c, y + r, offset, tile, ins.result_specs[0].torch_dtype)
+
+
+def _gather(wafer: Wafer, ins: Instruction) -> torch.Tensor:
+    """The whole weight, tile by tile from the SRAM of the PEs that hold it."""
+    spec = ins.result_specs[0]
+    _, _, dims, grid, tile, _ = _tiling(ins)
+    weight = torch.empty(spec.shape, dtype=spec.torch_dtype)
+    for r in range(grid[0]):
+        for c in range(grid[1]):
+            index = _tile_index(spec.shape, dims, tile, r, c)
+            part = _read_tile(wafer, ins, r, c)
+            weight[index] = part[tuple(slice(0, s.stop - s.start) for s in index)]
+    return weight
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _params(program: Program) -> dict[int, str]:
+    return {i.results[0]: i.attrs["sym_name"] for i in program.instructions if i.op == "param"}
+
+
+def load(program: Program, weights: Mapping[str, torch.Tensor], target: Target) -> Wafer:
+    """Write the resident weight tiles of `program` into a fresh SRAM image of `target`."""
+    size = target.grid_height_pes * target.grid_width_pes * target.usable_sram_bytes_per_pe
+    if size > MAX_IMAGE_BYTES:
+        raise SimulationError(
+            f"functional simulation keeps every PE's SRAM in memory: {target.name} needs "
+            f"{size / 1e9:.1f} GB; use a smaller target (a test mesh)"
+        )
+    shape = (target.grid_height_pes, target.grid_width_pes, target.usable_sram_bytes_per_pe)
+    wafer = Wafer(torch.zeros(shape, dtype=torch.uint8), {})
+    written = torch.zeros(shape, dtype=torch.bool)
+    names = _params(program)
+    for ins in program.instructions:
+        if ins.op != "weight_tiles":
+            continue
+        name = names[ins.operands[0]]
+        if name not in weights:
+            raise SimulationError(f"weight {name!r} is missing from the weights given")
+        weight = weights[name].detach().cpu()
+        if weight.is_meta:
+            raise SimulationError(f"weight {name!r} is on the meta device")
+        if ins.attrs["home"] == "sram":
+            _write_tiles(wafer, ins, weight, written)
+        else:
+            wafer.external[name] = weight
+    return wafer
+
+
+# ---------------------------------------------------------------------------- execution
+
+
+def _split_rows(x: torch.Tensor) -> torch.Tensor:
+    """(..., M, K) -> (rows, K)."""
+    return x.reshape(-1, x.shape[-1])
+
+
+def _slices(x: torch.Tensor, parts: int) -> torch.Tensor:
+    """x (rows, K) cut into `parts` zero-padded K slices: (parts, rows, ceil(K / parts))."""
+    size = -(-x.shape[-1] // parts)
+    return F.pad(x, (0, parts * size - x.shape[-1])).unflatten(-1, (parts, size)).movedim(-2, 0)
+
+
+def _columns(blocks: torch.Tensor, n: int, shape) -> torch.Tensor:
+    """(C, rows, tn) column blocks -> the logical (..., N) tensor."""
+    return blocks.movedim(0, 1).reshape(blocks.shape[1], -1)[:, :n].reshape(shape)
+
+
+def _rhs_tile(wafer: Wafer, tiles: Instruction, transpose: bool, r: int, c: int):
+    tile = _read_tile(wafer, tiles, r, c)
+    return tile.t() if transpose else tile
+
+
+def reduction_schedule(algorithm: str, rows: Sequence[int], group: int) -> list[tuple[int, int]]:
+    """The adds a `wse.fabric_reduce` performs, as (destination row, source row): the sum ends
+    in `rows[0]`."""
+    n = len(rows)
+    if algorithm == "chain":
+        return [(rows[i - 1], rows[i]) for i in range(n - 1, 0, -1)]
+    if algorithm == "tree":
+        steps, stride = [], 1
+        while stride < n:
+            steps += [(rows[i], rows[i + stride]) for i in range(0, n - stride, 2 * stride)]
+            stride *= 2
+        return steps
+    if algorithm == "two_phase":
+        groups = [list(rows[i : i + group]) for i in range(0, n, group)]
+        first = [step for g in groups for step in reduction_schedule("chain", g, 1)]
+        return first + reduction_schedule("chain", [g[0] for g in groups], 1)
+    raise SimulationError(f"unknown reduction algorithm {algorithm!r}")
+
+
+class _Run:
+    def __init__(self, program: Program, wafer: Wafer):
+        self.wafer = wafer
+        self.defs: dict[int, Instruction] = {}
+        self.partials: dict[int, tuple[torch.Tensor, list[int]]] = {}
+        self.program = program
+        self.handlers = {
+            "weight_tiles": self._weight_tiles,
+            "tile_matmul": self._tile_matmul,
+            "fabric_reduce": self._fabric_reduce,
+        }
+
+    def execute(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        env: dict[int, object] = dict(enumerate(inputs))
+        for ins in self.program.instructions:
+            args = [None if v is None else env[v] for v in ins.operands]
+            handler = self.handlers.get(ins.op)
+            if ins.op == "param":
+                out = _Weight(ins.attrs["sym_name"])
+            elif handler is not None:
+                out = handler(ins, *args)
+            else:
+                weight = next((a for a in args if isinstance(a, _Weight)), None)
+                if weight is not None:
+                    raise SimulationError(
+                        f"{ins.op} reads weight {weight.name!r} directly, not through its tiles"
+                    )
+                out = KERNELS[ins.op](ins, *args)
+            results = out if isinstance(out, tuple) else (out,)
+            env.update(zip(ins.results, results, strict=True))
+            for r in ins.results:
+                self.defs[r] = ins
+        return [env[v] for v in self.program.outputs]
+
+    def _weight_tiles(self, ins: Instruction, weight: _Weight) -> torch.Tensor:
+        if ins.attrs["home"] == "external":
+            _write_tiles(self.wafer, ins, self.wafer.external[weight.name])
+        return _gather(self.wafer, ins)
+
+    def _producer(self, ins: Instruction, index: int, op: str) -> Instruction:
+        source = self.defs.get(ins.operands[index])
+        if source is None or source.op != op:
+            raise SimulationError(f"operand {index} of {ins.op} must come from wse.{op}")
+        return source
+
+    def _tile_matmul(self, ins: Instruction, x, w, bias) -> torch.Tensor:
+        if ins.attrs["dataflow"] == "cannon":
+            return self._cannon(ins, x, bias)
+        sent = self._producer(ins, 0, "fabric_broadcast")
+        tiles = self._producer(ins, 1, "weight_tiles")
+        transpose, shape = ins.attrs["transpose_rhs"], ins.result_specs[0].shape
+        gx, gy, _, _ = tiles.attrs["region"]
+        bx, by, _, _ = sent.attrs["region"]
+        rows_grid, cols_grid = tiles.attrs["tile_grid"]
+        slices = _slices(_split_rows(x), sent.attrs["parts"])
+        chunk = ins.attrs["rows_per_pass"]
+        m = slices.shape[1]
+        tn = tiles.attrs["tile_shape"][tiles.attrs["tile_dims"][1]]
+        partials = x.new_zeros((rows_grid, cols_grid, m, tn))
+        for r in range(rows_grid):
+            p = gy + r - by
+            if not 0 <= p < slices.shape[0]:
+                continue
+            for c in range(cols_grid):
+                if not bx <= gx + c < bx + sent.attrs["region"][2]:
+                    continue
+                tile = _rhs_tile(self.wafer, tiles, transpose, r, c)
+                if tile.shape[0] != slices.shape[2]:
+                    raise SimulationError(
+                        f"PE ({gx + c}, {gy + r}) receives activation slices of "
+                        f"{slices.shape[2]} but holds tiles of {tile.shape[0]} rows"
+                    )
+                for start in range(0, m, chunk):
+                    partials[r, c, start : start + chunk] = slices[p, start : start + chunk] @ tile
+        if bias is not None:
+            partials[0] += F.pad(bias, (0, cols_grid * tn - bias.shape[0])).reshape(
+                cols_grid, 1, tn
+            )
+        self.partials[ins.results[0]] = (partials, tiles.attrs["region"])
+        return torch.stack([_columns(p, shape[-1], shape[1:]) for p in partials])
+
+    def _fabric_reduce(self, ins: Instruction, partials_value) -> torch.Tensor:
+        partials, (_, gy, _, _) = self.partials[ins.operands[0]]
+        _, y, _, h = ins.attrs["region"]
+        rows = [row - gy for row in range(y, y + h) if 0 <= row - gy < partials.shape[0]]
+        if not rows:
+            raise SimulationError("fabric_reduce region holds none of the partial sums")
+        buffers = {row: partials[row].clone() for row in rows}
+        for dst, src in reduction_schedule(ins.attrs["algorithm"], rows, ins.attrs["group"]):
+            buffers[dst] += buffers[src]
+        shape = ins.result_specs[0].shape
+        return _columns(buffers[rows[0]], shape[-1], shape)
+
+    def _cannon(self, ins: Instruction, x, bias) -> torch.Tensor:
+        shift = self._producer(ins, 0, "fabric_shift")
+        tiles = self._producer(ins, 1, "weight_tiles")
+        q = ins.attrs["region"][2]
+        if tiles.attrs["tile_grid"] != [q, q] or shift.attrs["region"][2:] != [q, q]:
+            raise SimulationError(f"Cannon on a {q} x {q} region needs {q} x {q} blocks")
+        transpose = ins.attrs["transpose_rhs"]
+        b = torch.stack(
+            [
+                torch.stack([_rhs_tile(self.wafer, tiles, transpose, r, c) for c in range(q)])
+                for r in range(q)
+            ]
+        )
+        x = _split_rows(x)
+        mb, kb = -(-x.shape[0] // q), b.shape[2]
+        x = F.pad(x, (0, q * kb - x.shape[1], 0, q * mb - x.shape[0]))
+        blocks = x.reshape(q, mb, q, kb).movedim(1, 2)  # [M block, K block]
+        idx = torch.arange(q)
+        rows, cols = idx[:, None], idx[None, :]
+        # PE (column c, row r) holds activation block (M: c, K: r), skewed along its row.
+        held = (cols + shift.attrs["skew"] * rows) % q
+        owner = held.clone()  # the output block each PE accumulates
+        acc = x.new_zeros((q, q, mb, b.shape[3]))
+        for _ in range(shift.attrs["steps"]):
+            acc += blocks[held, rows.expand(q, q)] @ b
+            acc, owner = acc[(idx + 1) % q], owner[(idx + 1) % q]
+            held = held[:, (idx + shift.attrs["step"]) % q]
+        out = x.new_zeros((q, q, mb, b.shape[3]))
+        out[owner, cols.expand(q, q)] = acc
+        shape = ins.result_specs[0].shape
+        m = math.prod(shape[:-1])
+        result = out.movedim(2, 1).reshape(q * mb, -1)[:m, : shape[-1]].reshape(shape)
+        return result if bias is None else result + bias
+
+
+def run(program: Program, wafer: Wafer, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Execute a placed program on `wafer` (see `load`); returns the program's outputs."""
+    return _Run(program, wafer).execute([t.cpu() for t in inputs])
+
+
+def execute(
+    program: Program,
+    weights: Mapping[str, torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    target: Target,
+) -> list[torch.Tensor]:
+    """Load the weights onto a fresh wafer image, then run."""
+    return run(program, load(program, weights, target), inputs)

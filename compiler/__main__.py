@@ -58,11 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("export", f"{compiled.stage_seconds['export']:.2f} s"),
         ("lowering", f"{compiled.stage_seconds['lowering']:.2f} s"),
+        ("placement", f"{compiled.stage_seconds['placement']:.2f} s"),
         ("wse ops", str(len(compiled.program.instructions))),
         ("max |compiled - eager| (logits)", f"{error:.3g}"),
     ]:
         summary.add_row(key, value)
     console.print(summary)
+    console.print(compiled.report.summary())
     ops = Table(title="wse ops by kind")
     ops.add_column("op")
     ops.add_column("count", justify="right")

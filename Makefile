@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(PY) -m compiler tiny-llama --target wse3
+	$(PY) -m simulator run gpt2-small --target wse3
 
 lint: setup
 	$(VENV)/bin/ruff check .

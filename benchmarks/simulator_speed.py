@@ -1,9 +1,10 @@
 """Wall time of large simulations: build the task graph, run the engine, build the reports.
 
-Run: `PYTHONPATH=. .venv/bin/python benchmarks/simulator_speed.py [--repeat N]`.
+Run: `PYTHONPATH=. .venv/bin/python benchmarks/simulator_speed.py [--repeat N] [--no-models]`.
 The goal it tracks: a whole-model simulation (gpt2-small prefill at seq 1024 on wse3, one
 llama-8b decode step on wse2) in <= 2 s, so the engine must cost microseconds per task and never
-touch PEs one by one.
+touch PEs one by one. The model cases time `simulate_placed` alone (translation, engine,
+breakdowns); compiling and placing the program is timed once and reported beside it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from compiler.target import load_target  # noqa: E402
 from simulator.cost import CostModel, load_calibration  # noqa: E402
 from simulator.engine import GraphBuilder, Rect, simulate  # noqa: E402
 from simulator.kernels import LLAMA3_8B, decode_layer, gemm, gemv  # noqa: E402
+from simulator.model import place_registered, simulate_placed  # noqa: E402
 from simulator.trace import breakdown, busiest_links, chrome_trace  # noqa: E402
 
 
@@ -61,6 +63,13 @@ CASES: dict[str, tuple[str, Callable[[GraphBuilder, CostModel], Rect]]] = {
 }
 
 
+# name -> (model, phase, prompt length or decode position, KV cache tokens, target)
+MODEL_CASES = {
+    "gpt2-small prefill, seq 1024, wse3": ("gpt2-small", "prefill", 1024, 1025, "wse3"),
+    "llama-8b decode step, 4096-token cache, wse2": ("llama-8b", "decode", 4095, 4096, "wse2"),
+}
+
+
 def _time(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeat):
@@ -73,6 +82,7 @@ def _time(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-models", action="store_true", help="skip the whole-model cases")
     args = parser.parse_args(argv)
     calibration = load_calibration()
     print(
@@ -99,7 +109,30 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:58} {len(b.tasks):>7,} {build_s:>8.3f} {engine_s:>9.3f} {reports_s:>10.3f} "
             f"{timeline.makespan_cycles:>12,}"
         )
+    if not args.no_models:
+        _models(args.repeat)
     return 0
+
+
+def _models(repeat: int) -> None:
+    print(
+        f"\n{'model case (median of ' + str(repeat) + ')':58} {'mode':>10} {'tasks':>7} "
+        f"{'compile s':>10} {'simulate s':>11} {'cycles':>12}"
+    )
+    for name, (model, phase, seq, cache, target) in MODEL_CASES.items():
+        tgt = load_target(target)
+        program, report, compile_s = place_registered(
+            model, phase, seq, cache, 1, tgt, "auto", "fp16"
+        )
+        stages = [layer.name for layer in report.layers]
+        simulate_s, result = _time(
+            lambda p=program, t=tgt, s=stages: simulate_placed(p, t, dtype="fp16", stage_names=s),
+            repeat,
+        )
+        print(
+            f"{name:58} {result.mode:>10} {len(result.events):>7,} {compile_s:>10.1f} "
+            f"{simulate_s:>11.3f} {result.makespan_cycles:>12,}"
+        )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from compiler.errors import WaferError
 from compiler.target import load_target, presets
-from simulator import checks
+from simulator import checks, commands
 from simulator.cost import DTYPE_BYTES, Calibration, load_calibration
 from simulator.kernels import ALGORITHMS, DEFAULT_ALGORITHM, KernelResult, simulate_kernel
 from simulator.trace import chrome_trace
@@ -222,6 +222,16 @@ COMMANDS: dict[str, Command] = {
         "list supported ATen ops, the models using them and the runtimes implementing them",
         checks.ops_arguments,
         checks.run_ops,
+    ),
+    "run": Command(
+        "compile, place and simulate a model's prefill and decode (cycle estimates)",
+        commands.run_arguments,
+        commands.run_run,
+    ),
+    "sweep": Command(
+        "prefill and decode cost vs context length, models side by side",
+        commands.sweep_arguments,
+        commands.run_sweep,
     ),
 }
 

@@ -181,3 +181,14 @@ def test_torch_compile_backend():
 def test_unknown_runtime_is_refused():
     with pytest.raises(ValueError, match="unknown runtime 'gpu'"):
         compiler.compile(Nested(), (torch.rand(3, 8),), runtime="gpu")
+
+
+class EmptyPad(torch.nn.Module):
+    def forward(self, x):
+        pad = torch.zeros(x.shape[0], 0, x.shape[1])  # a zero-size constant
+        return torch.cat([pad, x[:, None]], 1) * 2
+
+
+def test_zero_size_constants_compile():
+    x = torch.rand(3, 4)
+    assert_matches(compiler.compile(EmptyPad(), (x,))(x), EmptyPad()(x))

@@ -67,8 +67,13 @@ class LoweringContext:
             tensor = torch.full(
                 shape, value, dtype=torch.float64 if isinstance(value, float) else None
             )
-        return self.emit(
-            wse.ConstantOp, dense_attr(tensor, dtype), tensor_type(tensor.shape, dtype)
+        # Built generically: the ext builder drops a falsy attribute, and an empty
+        # DenseElementsAttr (a zero-size tensor) is falsy.
+        return ir.Operation.create(
+            wse.ConstantOp.OPERATION_NAME,
+            results=[tensor_type(tensor.shape, dtype)],
+            attributes={"value": dense_attr(tensor, dtype)},
+            loc=self.location,
         ).result
 
     def convert(self, value: ir.Value, dtype: torch.dtype) -> ir.Value:

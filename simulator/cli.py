@@ -8,8 +8,8 @@ input exits with status 2 and one line on stderr: `wafersim: error: <reason>`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -47,19 +47,14 @@ class Command:
     run: Callable[[argparse.Namespace, Console], int]
 
 
-def _grid(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
-    if not match:
-        raise argparse.ArgumentTypeError(f"grid must look like WxH (e.g. 720x720), got {text!r}")
-    return int(match[1]), int(match[2])
-
-
 def _kernel_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=sorted(ALGORITHMS), help="kernel to simulate")
     p.add_argument("--m", type=int, default=1, help="rows of the left operand (gemm)")
     p.add_argument("--k", type=int, default=1, help="reduction size (gemv, gemm)")
     p.add_argument("--n", type=int, default=1, help="output columns / vector length")
-    p.add_argument("--grid", type=_grid, help="PE grid WxH (default: the whole target)")
+    p.add_argument(
+        "--grid", type=commands.parse_grid, help="PE grid WxH (default: the whole target)"
+    )
     algos = "; ".join(
         f"{k}: {', '.join(v)} (default {DEFAULT_ALGORITHM[k]})" for k, v in ALGORITHMS.items()
     )
@@ -93,16 +88,7 @@ def kernel_report(result: KernelResult, calibration: Calibration) -> dict:
         "flops": result.flops,
         "utilization": result.utilization,
         "breakdown": result.breakdown.as_dict(),
-        "busiest_links": [
-            {
-                "direction": link.direction,
-                "x": link.x,
-                "y": link.y,
-                "busy_cycles": link.busy_cycles,
-                "utilization": link.utilization,
-            }
-            for link in result.busiest_links
-        ],
+        "busiest_links": [dataclasses.asdict(link) for link in result.busiest_links],
         "events": len(result.events),
         "calibration": {
             name: value for name, value in vars(calibration).items() if name != "sources"

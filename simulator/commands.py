@@ -10,6 +10,7 @@ says so, with the calibration error of `benchmarks/calibration.py` beside it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -43,7 +44,8 @@ DEFAULT_SEQS = "128,1024,8192,32768"
 # ---------------------------------------------------------------------------- arguments
 
 
-def _grid(text: str) -> tuple[int, int]:
+def parse_grid(text: str) -> tuple[int, int]:
+    """`WxH` (e.g. 420x420) as (width, height); argparse type for every `--grid`."""
     match = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
     if not match or not int(match[1]) or not int(match[2]):
         raise argparse.ArgumentTypeError(f"grid must look like WxH (e.g. 420x420), got {text!r}")
@@ -76,7 +78,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registered model, or path/to/file.py:factory")
     _common(p)
-    p.add_argument("--grid", type=_grid, help="confine the program to WxH PEs of the target")
+    p.add_argument("--grid", type=parse_grid, help="confine the program to WxH PEs of the target")
     p.add_argument("--batch", type=_positive, default=1)
     p.add_argument("--seq", type=_positive, default=128, help="prompt length (default 128)")
     p.add_argument(
@@ -209,16 +211,7 @@ def phase_report(phase: Phase | None) -> dict | None:
             }
             for o in sim.op_classes
         ],
-        "busiest_links": [
-            {
-                "direction": link.direction,
-                "x": link.x,
-                "y": link.y,
-                "busy_cycles": link.busy_cycles,
-                "utilization": link.utilization,
-            }
-            for link in sim.busiest_links
-        ],
+        "busiest_links": [dataclasses.asdict(link) for link in sim.busiest_links],
         "events": len(sim.events),
         "compile_seconds": phase.compile_seconds,
         "simulate_seconds": phase.simulate_seconds,

@@ -23,22 +23,25 @@ def compile(  # noqa: A001  (the public name the design asks for)
     example_inputs=(),
     example_kwargs: dict | None = None,
     *,
-    target: str | Target = "wse3",
+    target: str | Target | None = "wse3",
     mode: str = "auto",
     runtime: str = "reference",
 ) -> CompiledModule:
     """Compile `model` for `example_inputs` (a tuple, or one tensor) to a `CompiledModule`.
 
-    `target` is a preset name (see `compiler.target.presets()`) or a path to a target file.
+    `target` is a preset name (see `compiler.target.presets()`) or a path to a target file;
+    `None` skips placement, for running on the reference or JAX runtime only.
     `mode` places it "pipelined" (all weights in PE SRAM), "streaming" (weights streamed
     in layer by layer) or "auto" (pipelined when it fits); `.report` says what was chosen
     and why. `runtime` executes the program: "reference" (CPU, one torch kernel per op),
     "simulator" (tile by tile as placed, on the simulated PEs' SRAM) or "jax" (the whole
     program compiled by XLA, on a GPU when JAX sees one).
     """
-    target = load_target(target)
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if target is None and runtime == "simulator":
+        raise ValueError("runtime='simulator' executes the placed program: give a target")
+    target = None if target is None else load_target(target)
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     kwargs = dict(example_kwargs or {})
     clock = time.perf_counter()
@@ -62,8 +65,9 @@ def compile(  # noqa: A001  (the public name the design asks for)
         target=target,
         stage_seconds={"export": exported - clock, "lowering": lowered_at - exported},
     )
-    compiled.placed = place_compiled(compiled, mode=mode)
-    compiled.stage_seconds["placement"] = time.perf_counter() - lowered_at
+    if target is not None:
+        compiled.placed = place_compiled(compiled, mode=mode)
+        compiled.stage_seconds["placement"] = time.perf_counter() - lowered_at
     return compiled
 
 

@@ -42,7 +42,7 @@ class CompiledModule:
     in_spec: pytree.TreeSpec
     out_spec: pytree.TreeSpec
     runtime: str
-    target: Target
+    target: Target | None
     stage_seconds: dict[str, float]
     placed: Placed | None = field(default=None, repr=False)
     _executor: Executor | None = field(default=None, repr=False)
@@ -87,6 +87,10 @@ class CompiledModule:
         if self.runtime == "simulator":
             from simulator import functional
 
+            if self.placed is None:
+                raise ValueError(
+                    "runtime 'simulator' needs a placed program: compile with a target"
+                )
             return lambda tensors: functional.execute(
                 self.placed.program, self.weights, [t.cpu() for t in tensors], self.target
             )
@@ -107,7 +111,7 @@ class CompiledModule:
             out_spec=self.out_spec,
             mlir=self.mlir,
             model_name=self.name,
-            target=self.target.name,
+            target=self.target.name if self.target else "none",
         )
 
     def verify(self, *args, per_op: bool = True, reference: str = "fp64", **kwargs) -> VerifyReport:

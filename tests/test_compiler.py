@@ -192,3 +192,15 @@ class EmptyPad(torch.nn.Module):
 def test_zero_size_constants_compile():
     x = torch.rand(3, 4)
     assert_matches(compiler.compile(EmptyPad(), (x,))(x), EmptyPad()(x))
+
+
+def test_without_a_target_nothing_is_placed():
+    model, x = Nested().eval(), torch.rand(3, 8)
+    compiled = compiler.compile(model, (x,), target=None)
+    assert compiled.report is None and "placement" not in compiled.stage_seconds
+    for runtime in ("reference", "jax"):
+        assert_matches(compiled.using(runtime)(x)["y"], model(x)["y"])
+    with pytest.raises(ValueError, match="needs a placed program"):
+        compiled.using("simulator")(x)
+    with pytest.raises(ValueError, match="give a target"):
+        compiler.compile(model, (x,), target=None, runtime="simulator")

@@ -10,6 +10,7 @@ from runtime.program import InputMismatchError
 __all__ = [
     "DynamicShapeError",
     "InputMismatchError",
+    "LoweringError",
     "MetaDeviceError",
     "OpProblem",
     "TargetError",
@@ -49,6 +50,10 @@ class UnsupportedOperatorError(WaferError):
             lines.extend(f"      {r}" for r in reasons)
         lines.append("Rewrite these in the model, or file an issue naming the op.")
         super().__init__("\n".join(lines))
+
+
+class LoweringError(WaferError):
+    """A supported op met a case its lowering rule cannot build; names the op and line."""
 
 
 class DynamicShapeError(WaferError):

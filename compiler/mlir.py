@@ -30,6 +30,7 @@ __all__ = [
     "str_attr",
     "int_list_attr",
     "dense_attr",
+    "build_constant",
     "attr_to_python",
     "op_location",
     "read_location",
@@ -145,6 +146,14 @@ def dense_attr(values: torch.Tensor, dtype: torch.dtype) -> ir.DenseElementsAttr
         return ir.DenseElementsAttr.get_splat(t, scalar)
     array = values.numpy()
     return ir.DenseElementsAttr.get(np.ascontiguousarray(array), type=t)
+
+
+def build_constant(value: ir.DenseElementsAttr, result_type, loc: ir.Location) -> ir.Value:
+    """A `wse.constant` built generically: the ext builder drops a falsy attribute, and the
+    dense attribute of a zero-size tensor is falsy."""
+    return ir.Operation.create(
+        "wse.constant", results=[result_type], attributes={"value": value}, loc=loc
+    ).result
 
 
 def attr_to_python(attr: ir.Attribute):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -204,3 +205,19 @@ def test_without_a_target_nothing_is_placed():
         compiled.using("simulator")(x)
     with pytest.raises(ValueError, match="give a target"):
         compiler.compile(model, (x,), target=None, runtime="simulator")
+
+
+def test_a_failing_rule_names_the_op_and_line(monkeypatch):
+    from compiler.lowering import RULES
+
+    target = torch.ops.aten.addmm.default
+
+    def broken(ctx, node):
+        raise KeyError("unexpected layout")
+
+    monkeypatch.setitem(RULES, target, dataclasses.replace(RULES[target], lower=broken))
+    with pytest.raises(compiler.errors.LoweringError) as info:
+        compiler.compile(Nested().eval(), (torch.rand(3, 8),))
+    message = str(info.value)
+    assert "aten.addmm.default" in message and "test_compiler.py:" in message
+    assert "unexpected layout" in message

@@ -1,7 +1,5 @@
 """JAX runtime: every wse op against the reference kernels, and whole models against eager."""
 
-import functools
-
 import jax
 import pytest
 import torch
@@ -331,64 +329,3 @@ def test_run_device_keeps_state_on_device():
         (state,) = executable.run_device([state, one])
         assert isinstance(state, jax.Array)
     assert state.tolist() == [3.0, 3.0, 3.0]
-
-
-# ---------------------------------------------------------------------------- whole models
-
-
-def _hf_models():
-    from transformers import (
-        GPT2Config,
-        GPT2LMHeadModel,
-        LlamaConfig,
-        LlamaForCausalLM,
-        MambaConfig,
-        MambaForCausalLM,
-    )
-
-    return {
-        "gpt2": lambda: GPT2LMHeadModel(
-            GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=64)
-        ),
-        "llama": lambda: LlamaForCausalLM(
-            LlamaConfig(
-                num_hidden_layers=2,
-                hidden_size=64,
-                intermediate_size=128,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                vocab_size=128,
-                max_position_embeddings=64,
-            )
-        ),
-        "mamba": lambda: MambaForCausalLM(
-            MambaConfig(num_hidden_layers=2, hidden_size=64, state_size=8, vocab_size=128)
-        ),
-    }
-
-
-@functools.cache
-def _compiled(name: str, dtype: torch.dtype = torch.float32):
-    import compiler
-
-    torch.manual_seed(0)
-    model = _hf_models()[name]().eval().to(dtype)
-    ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        eager = model(ids, use_cache=False).logits
-    return compiler.compile(model, (ids,), {"use_cache": False}), ids, eager
-
-
-@pytest.mark.parametrize("name", ["gpt2", "llama", "mamba"])
-def test_model_matches_eager(name):
-    compiled, ids, eager = _compiled(name)
-    (logits,) = JaxExecutable(compiled.program, compiled.weights)([ids])
-    assert (logits - eager).abs().max() <= 1e-4
-
-
-def test_bf16_model_matches_eager():
-    """bf16 Llama: logits (|logit| < 1) within 0.02 of eager bf16, 5 bf16 ulps at 0.5."""
-    compiled, ids, eager = _compiled("llama", torch.bfloat16)
-    (logits,) = JaxExecutable(compiled.program, compiled.weights)([ids])
-    assert logits.dtype == torch.bfloat16
-    assert (logits.float() - eager.float()).abs().max() <= 2e-2

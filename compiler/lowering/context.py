@@ -10,7 +10,7 @@ import torch.fx as fx
 
 from compiler.dialects import wse
 from compiler.errors import OpProblem, UnsupportedOperatorError
-from compiler.mlir import dense_attr, ir, shape_of, tensor_type, torch_dtype
+from compiler.mlir import build_constant, dense_attr, ir, shape_of, tensor_type, torch_dtype
 
 
 @dataclass(frozen=True)
@@ -67,14 +67,9 @@ class LoweringContext:
             tensor = torch.full(
                 shape, value, dtype=torch.float64 if isinstance(value, float) else None
             )
-        # Built generically: the ext builder drops a falsy attribute, and an empty
-        # DenseElementsAttr (a zero-size tensor) is falsy.
-        return ir.Operation.create(
-            wse.ConstantOp.OPERATION_NAME,
-            results=[tensor_type(tensor.shape, dtype)],
-            attributes={"value": dense_attr(tensor, dtype)},
-            loc=self.location,
-        ).result
+        return build_constant(
+            dense_attr(tensor, dtype), tensor_type(tensor.shape, dtype), self.location
+        )
 
     def convert(self, value: ir.Value, dtype: torch.dtype) -> ir.Value:
         """`value` as `dtype`, inserting `wse.convert` only when the types differ."""

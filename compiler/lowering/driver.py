@@ -15,9 +15,11 @@ from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 from compiler.dialects import wse
 from compiler.errors import (
     DynamicShapeError,
+    LoweringError,
     OpProblem,
     UnsupportedDtypeError,
     UnsupportedOperatorError,
+    WaferError,
 )
 from compiler.lowering.context import LoweringContext
 from compiler.lowering.registry import RULES, op_name
@@ -153,7 +155,7 @@ def lower(ep: ExportedProgram, name: str = "forward") -> Lowered:
                 lowering.location = op_location(
                     SourceLocation(node.name, op_name(node.target), file, line)
                 )
-                lowering.values[node] = RULES[node.target].lower(lowering, node)
+                lowering.values[node] = _apply(RULES[node.target], lowering, node)
             results, outputs = _outputs(ep, lowering)
             func.ReturnOp(results)
         function.attributes["function_type"] = ir.TypeAttr.get(
@@ -177,6 +179,19 @@ def lower(ep: ExportedProgram, name: str = "forward") -> Lowered:
         tuple(weight_names),
         node_values,
     )
+
+
+def _apply(rule, lowering: LoweringContext, node: fx.Node):
+    """Run one rule; a failure inside it names the op, the FX node and the user's line."""
+    try:
+        return rule.lower(lowering, node)
+    except WaferError:
+        raise
+    except Exception as exc:  # a rule that met a case it does not handle
+        raise LoweringError(
+            f"lowering {op_name(node.target)} (node {node.name}, {lowering.source[node]}) "
+            f"failed: {exc}. This is a gap in Wafer's rule for that op; please report it."
+        ) from exc
 
 
 def _outputs(ep: ExportedProgram, lowering: LoweringContext):

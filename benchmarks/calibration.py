@@ -27,9 +27,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compiler.target import load_target  # noqa: E402
+from core.geometry import Rect
+from core.target import load_target  # noqa: E402
 from simulator.cost import CALIBRATION_PATH, Calibration, CostModel, load_calibration  # noqa: E402
-from simulator.engine import GraphBuilder, Rect, simulate  # noqa: E402
+from simulator.engine import GraphBuilder, simulate  # noqa: E402
 from simulator.kernels import LLAMA3_8B, decode_layer, simulate_kernel  # noqa: E402
 from simulator.model import confine, simulate_phase  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 Run: `.venv/bin/python benchmarks/placement.py [--repeat N] [--only NAME ...] [--targets ...]`.
 `place` is parsing the lowered module, the six passes, verification and the report;
-`+ print` adds printing the placed module and deriving its runtime program (`place_compiled`).
+`+ print` adds printing the placed module and deriving its runtime program (`place_program`).
 Goals on a 2-core machine: gpt2-small <= 2 s, llama-8b <= 30 s.
 """
 

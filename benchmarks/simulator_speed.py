@@ -18,9 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compiler.target import load_target  # noqa: E402
+from core.geometry import Rect
+from core.target import load_target  # noqa: E402
 from simulator.cost import CostModel, load_calibration  # noqa: E402
-from simulator.engine import GraphBuilder, Rect, simulate  # noqa: E402
+from simulator.engine import GraphBuilder, simulate  # noqa: E402
 from simulator.kernels import LLAMA3_8B, decode_layer, gemm, gemv  # noqa: E402
 from simulator.model import place_registered, simulate_placed  # noqa: E402
 from simulator.trace import breakdown, busiest_links, chrome_trace  # noqa: E402

@@ -6,10 +6,11 @@ the `torch.compile` backend named "wafer".
 
 from compiler.api import compile
 from compiler.compiled import CompiledModule
-from compiler.errors import (
+from core.errors import (
     DynamicShapeError,
     InputMismatchError,
     MetaDeviceError,
+    PlacementError,
     TargetError,
     UnsupportedDtypeError,
     UnsupportedOperatorError,
@@ -21,6 +22,7 @@ __all__ = [
     "DynamicShapeError",
     "InputMismatchError",
     "MetaDeviceError",
+    "PlacementError",
     "TargetError",
     "UnsupportedDtypeError",
     "UnsupportedOperatorError",

@@ -13,9 +13,8 @@ from rich.table import Table
 
 import compiler
 import models
-from compiler.target import load_target, presets
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from core import dtypes
+from core.target import load_target, presets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,13 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="wse3", help=f"preset ({', '.join(presets())}) or file")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seq", type=int, default=32)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--dtype", choices=dtypes.COMPUTE_LABELS, default="fp32")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch/transformers pytree noise
     console = Console()
     try:
         target = load_target(args.target)
-        model = models.build(args.model, dtype=DTYPES[args.dtype])
+        model = models.build(args.model, dtype=dtypes.by_label(args.dtype).torch)
         inputs = models.example_inputs(args.model, batch=args.batch, seq=args.seq)
         compiled = compiler.compile(model, inputs, target=target)
         with torch.no_grad():

@@ -11,11 +11,10 @@ from compiler import frontend
 from compiler.compiled import CompiledModule
 from compiler.lowering import lower
 from compiler.mlir import print_module
-from compiler.passes import place_compiled
+from compiler.passes import place_program
 from compiler.serialize import to_program
-from compiler.target import Target, load_target
-
-RUNTIMES = ("reference", "simulator", "jax")
+from core.target import Target, load_target
+from runtime.execution import check_runtime
 
 
 def compile(  # noqa: A001  (the public name the design asks for)
@@ -29,7 +28,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
 ) -> CompiledModule:
     """Compile `model` for `example_inputs` (a tuple, or one tensor) to a `CompiledModule`.
 
-    `target` is a preset name (see `compiler.target.presets()`) or a path to a target file;
+    `target` is a preset name (see `core.target.presets()`) or a path to a target file;
     `None` skips placement, for running on the reference or JAX runtime only.
     `mode` places it "pipelined" (all weights in PE SRAM), "streaming" (weights streamed
     in layer by layer) or "auto" (pipelined when it fits); `.report` says what was chosen
@@ -37,10 +36,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
     "simulator" (tile by tile as placed, on the simulated PEs' SRAM) or "jax" (the whole
     program compiled by XLA, on a GPU when JAX sees one).
     """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-    if target is None and runtime == "simulator":
-        raise ValueError("runtime='simulator' executes the placed program: give a target")
+    check_runtime(runtime, placed=target is not None)
     target = None if target is None else load_target(target)
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     kwargs = dict(example_kwargs or {})
@@ -51,8 +47,13 @@ def compile(  # noqa: A001  (the public name the design asks for)
     mlir = print_module(lowered.module)
     program = to_program(lowered.module, lowered.node_values)
     lowered_at = time.perf_counter()
+    stage_seconds = {"export": exported - clock, "lowering": lowered_at - exported}
+    placed = None
+    if target is not None:
+        placed = place_program(mlir, target, mode=mode)
+        stage_seconds["placement"] = time.perf_counter() - lowered_at
     sources = {**ep.state_dict, **ep.constants}
-    compiled = CompiledModule(
+    return CompiledModule(
         name=type(model).__name__,
         mlir=mlir,
         program=program,
@@ -63,12 +64,9 @@ def compile(  # noqa: A001  (the public name the design asks for)
         out_spec=ep.call_spec.out_spec,
         runtime=runtime,
         target=target,
-        stage_seconds={"export": exported - clock, "lowering": lowered_at - exported},
+        stage_seconds=stage_seconds,
+        placed=placed,
     )
-    if target is not None:
-        compiled.placed = place_compiled(compiled, mode=mode)
-        compiled.stage_seconds["placement"] = time.perf_counter() - lowered_at
-    return compiled
 
 
 def _own_copy(tensor: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,8 @@ import torch
 from torch.export import ExportedProgram
 from torch.utils import _pytree as pytree
 
-from compiler.errors import DynamicShapeError, WaferError
 from compiler.hf_rewrites import apply_rewrites
+from core.errors import DynamicShapeError, WaferError
 
 aten = torch.ops.aten
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models.scan import selective_scan
+from core.custom_ops import selective_scan
 
 
 @dataclass(frozen=True)

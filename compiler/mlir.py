@@ -16,6 +16,8 @@ import torch
 from torch_mlir import ir
 from torch_mlir.dialects import func
 
+from core import dtypes
+
 __all__ = [
     "ir",
     "func",
@@ -38,17 +40,6 @@ __all__ = [
     "parse_module",
 ]
 
-_DTYPES: dict[torch.dtype, str] = {
-    torch.float32: "f32",
-    torch.float16: "f16",
-    torch.bfloat16: "bf16",
-    torch.float64: "f64",
-    torch.int64: "i64",
-    torch.int32: "i32",
-    torch.bool: "i1",
-}
-_BY_NAME = {name: dtype for dtype, name in _DTYPES.items()}
-
 
 def new_context() -> ir.Context:
     """A fresh MLIR context with the `wse` dialect loaded."""
@@ -62,15 +53,12 @@ def new_context() -> ir.Context:
 
 def element_type(dtype: torch.dtype) -> ir.Type:
     """The MLIR element type for a torch dtype (current context)."""
-    name = _DTYPES.get(dtype)
-    if name is None:
-        raise KeyError(dtype)
-    return ir.Type.parse(name)
+    return ir.Type.parse(dtypes.by_torch(dtype).name)
 
 
 def supported_dtype(dtype: torch.dtype) -> bool:
     """Whether tensors of this dtype can appear in a wse module."""
-    return dtype in _DTYPES
+    return dtypes.supported(dtype)
 
 
 def tensor_type(shape, dtype: torch.dtype) -> ir.RankedTensorType:
@@ -82,17 +70,17 @@ def torch_dtype(t: ir.Type) -> torch.dtype:
     """The torch dtype of a ranked tensor type (or of an element type)."""
     if isinstance(t, ir.RankedTensorType):
         t = t.element_type
-    return _BY_NAME[str(t)]
+    return dtypes.by_name(str(t)).torch
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     """The MLIR spelling of a torch dtype ("f32", "bf16", "i64", ...)."""
-    return _DTYPES[dtype]
+    return dtypes.by_torch(dtype).name
 
 
 def dtype_from_name(name: str) -> torch.dtype:
     """Inverse of `dtype_name`."""
-    return _BY_NAME[name]
+    return dtypes.by_name(name).torch
 
 
 def shape_of(value_or_type) -> tuple[int, ...]:

@@ -32,7 +32,7 @@ from compiler.passes.common import (
     tile_bytes,
     tile_rect,
 )
-from compiler.target import Target
+from core.target import Target
 
 SCHEMA_VERSION = 1
 
@@ -114,7 +114,7 @@ class PlacementReport:
                 comm["stream_hops"] += get_int(op, "hops")
             if name == "weight_tiles":
                 rect = tile_rect(op)
-                stored = tile_bytes(op) * rect.area
+                stored = tile_bytes(op) * rect.num_pes
                 layer.element_bytes = min(layer.element_bytes, element_bytes(op.input))
                 if get_str(op, "home") == "sram":
                     layer.weight_bytes += nbytes(op.input)

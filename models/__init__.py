@@ -3,6 +3,7 @@
 Importing this package registers the ``wafer::selective_scan`` custom op.
 """
 
+from core.custom_ops import selective_scan, selective_scan_reference
 from models.base import CausalLM, Decode, Prefill
 from models.generate import generate, greedy_reference
 from models.gpt2 import GPT2Config, GPT2Model
@@ -11,7 +12,6 @@ from models.hybrid import HybridConfig, HybridModel
 from models.llama import LlamaConfig, LlamaModel
 from models.mamba import MambaConfig, MambaModel
 from models.registry import build, config, example_inputs, names
-from models.scan import selective_scan, selective_scan_reference
 
 __all__ = [
     "CausalLM",

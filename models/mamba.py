@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.custom_ops import selective_scan, selective_scan_step
 from models.base import CausalLM
 from models.layers import RMSNorm
-from models.scan import selective_scan, selective_scan_step
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@
 import importlib
 
 _EXPORTS = {
-    "ArtifactError": "runtime.artifact",
+    "ArtifactError": "core.errors",
     "LoadedModule": "runtime.artifact",
     "load": "runtime.artifact",
     "save": "runtime.artifact",

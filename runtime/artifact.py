@@ -14,26 +14,22 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch.utils import _pytree as pytree
 
-from runtime import reference
-from runtime.program import Program, Signature, TensorSpec, flatten_inputs
+from core.errors import ArtifactError
+from runtime.execution import Executor, ProgramCall, check_runtime, make_executor
+from runtime.program import Program, Signature, TensorSpec
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PROGRAM = "program.json"
 WEIGHTS = "weights.safetensors"
 MLIR = "module.mlir"
-BACKENDS = ("jax", "reference")
-
-
-class ArtifactError(ValueError):
-    """An artifact is missing, corrupted, truncated, or written by a newer format."""
 
 
 # ---------------------------------------------------------------------------- save
@@ -160,20 +156,21 @@ def _spec_json(spec: TensorSpec) -> dict:
 # ---------------------------------------------------------------------------- load
 
 
-class LoadedModule:
-    """A loaded artifact, callable like the original model on the backend chosen at load."""
+class LoadedModule(ProgramCall):
+    """A loaded artifact, callable like the original model on the runtime chosen at load."""
 
     def __init__(
         self,
         manifest: dict,
         program: Program,
         weights: dict[str, torch.Tensor],
-        run: Callable[[list[torch.Tensor]], list[torch.Tensor]],
+        runtime: str,
         *,
         signature: Signature,
         in_spec: pytree.TreeSpec | None,
         out_spec: pytree.TreeSpec | None,
     ):
+        check_runtime(runtime, placed=False)
         self.manifest = manifest
         self.model_name: str = manifest["model_name"]
         self.target: str = manifest["target"]
@@ -182,24 +179,17 @@ class LoadedModule:
         self.signature = signature
         self.in_spec = in_spec
         self.out_spec = out_spec
-        self._run = run
+        self.runtime = runtime
+        self._executor = None
 
-    def flat_inputs(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
-        """The program's tensor inputs of a call, checked against the stored signature."""
-        return flatten_inputs(args, kwargs, self.in_spec, self.signature, self.program.input_specs)[
-            1
-        ]
-
-    def __call__(self, *args, **kwargs):
-        flat = self.signature.flat_outputs(self._run(self.flat_inputs(args, kwargs)))
-        return flat if self.out_spec is None else pytree.tree_unflatten(flat, self.out_spec)
+    def _make_executor(self) -> Executor:
+        return make_executor(self.runtime, self.program, self.weights)
 
 
-def load(path: str | os.PathLike, *, backend: str = "jax") -> LoadedModule:
-    """Load the artifact at `path`, verified against its manifest, to run on `backend`
-    ("jax" or "reference")."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+def load(path: str | os.PathLike, *, runtime: str = "jax") -> LoadedModule:
+    """Load the artifact at `path`, verified against its manifest, to run on `runtime`
+    ("jax" or "reference"; an artifact holds no placement for "simulator")."""
+    check_runtime(runtime, placed=False)
     path = Path(path)
     manifest = _read_manifest(path / MANIFEST)
     for name, digest in manifest["files"].items():
@@ -215,18 +205,11 @@ def load(path: str | os.PathLike, *, backend: str = "jax") -> LoadedModule:
         program = Program.from_json(json.loads((path / PROGRAM).read_text()))
     with _reading(path / WEIGHTS):
         weights = load_file(str(path / WEIGHTS))
-    if backend == "jax":
-        from runtime.jax_runtime import JaxExecutable
-
-        run = JaxExecutable(program, weights)
-    else:
-
-        def run(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-            return reference.execute(program, weights, [t.cpu() for t in tensors])
-
-    return LoadedModule(
-        manifest, program, weights, run, signature=signature, in_spec=in_spec, out_spec=out_spec
+    loaded = LoadedModule(
+        manifest, program, weights, runtime, signature=signature, in_spec=in_spec, out_spec=out_spec
     )
+    loaded._executor = loaded._make_executor()  # JAX refuses a program it cannot run now
+    return loaded
 
 
 @contextlib.contextmanager

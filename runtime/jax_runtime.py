@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import torch
 from jax import lax
 
+from core.errors import ExecutionError
 from runtime.program import Instruction, Program, TensorSpec, constant_tensor
-from runtime.reference import ExecutionError
 
 Rule = Callable[..., jax.Array | tuple[jax.Array, ...]]
 HIGHEST = lax.Precision.HIGHEST

@@ -12,17 +12,10 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils import _pytree as pytree
 
-FORMAT_VERSION = 1
+from core import dtypes
+from core.errors import InputMismatchError
 
-_DTYPES = {
-    "f32": torch.float32,
-    "f16": torch.float16,
-    "bf16": torch.bfloat16,
-    "f64": torch.float64,
-    "i64": torch.int64,
-    "i32": torch.int32,
-    "i1": torch.bool,
-}
+FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -34,7 +27,7 @@ class TensorSpec:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return _DTYPES[self.dtype]
+        return dtypes.by_name(self.dtype).torch
 
     def describe(self) -> str:
         return f"{list(self.shape)} {self.torch_dtype}"
@@ -164,10 +157,6 @@ class Signature:
             tuple(data["input_is_tensor"]),
             tuple(o if isinstance(o, int) else ("constant", o[1]) for o in data["outputs"]),
         )
-
-
-class InputMismatchError(ValueError):
-    """A compiled program was called with inputs that differ from the ones it was built for."""
 
 
 def flatten_inputs(

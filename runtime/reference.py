@@ -11,13 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from core.errors import ExecutionError
 from runtime.program import Instruction, Program, constant_tensor
 
 Kernel = Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]
-
-
-class ExecutionError(RuntimeError):
-    """A program could not run: missing or meta-device weights, or a failing kernel."""
 
 
 def _out_dtype(ins: Instruction) -> torch.dtype:
@@ -102,7 +99,7 @@ def _conv(ins: Instruction, x, weight, bias) -> torch.Tensor:
 
 
 def _scan(ins: Instruction, u, delta, a, b, c, d_skip, z, delta_bias):
-    from models.scan import selective_scan_reference
+    from core.custom_ops import selective_scan_reference
 
     return selective_scan_reference(
         u, delta, a, b, c, d_skip, z, delta_bias, ins.attrs["delta_softplus"]

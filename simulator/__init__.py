@@ -1,2 +1,4 @@
-"""Simulation of placed `wse` programs: `simulator.functional` executes one tile by tile,
-reading every weight back from a per-PE SRAM image, and checks the placement numerically."""
+"""Cycle-approximate simulation of placed `wse` programs on one wafer: cost functions, fabric
+kernels, the event engine, model-level phases and their reports; the `wafersim` CLI.
+
+The tile-by-tile numerical executor lives in `runtime.tiled`."""

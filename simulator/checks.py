@@ -6,16 +6,15 @@ import argparse
 import json
 from collections import defaultdict
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
 import compiler
 import models
 from compiler.lowering import RULES, op_name
+from core import dtypes
 from runtime.reference import KERNELS
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TINY = [name for name in models.names() if name.startswith("tiny-")]
 
 
@@ -26,7 +25,7 @@ def verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq", type=int, default=16)
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--dtype", choices=dtypes.COMPUTE_LABELS, default="fp32")
     p.add_argument("--reference", choices=["fp64", "eager"], default="fp64")
     p.add_argument("--all", action="store_true", help="print every op, not only the failing ones")
     p.add_argument("--json", action="store_true")
@@ -34,10 +33,10 @@ def verify_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_verify(args: argparse.Namespace, console: Console) -> int:
     """Compile the model, verify it op by op, print the rows; exit 1 on a divergence."""
-    model = models.build(args.model, dtype=DTYPES[args.dtype])
+    model = models.build(args.model, dtype=dtypes.by_label(args.dtype).torch)
     graph = model.prefill_module() if args.phase == "prefill" else model.decode_module()
     inputs = models.example_inputs(
-        args.model, args.batch, args.seq, phase=args.phase, dtype=DTYPES[args.dtype]
+        args.model, args.batch, args.seq, phase=args.phase, dtype=dtypes.by_label(args.dtype).torch
     )
     report = compiler.compile(graph, inputs).verify(*inputs, reference=args.reference)
     divergence = report.first_divergence

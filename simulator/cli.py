@@ -19,10 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from compiler.errors import WaferError
-from compiler.target import load_target, presets
+from core import dtypes
+from core.errors import WaferError
+from core.target import load_target, presets
 from simulator import checks, commands
-from simulator.cost import DTYPE_BYTES, Calibration, load_calibration
+from simulator.cost import Calibration, load_calibration
 from simulator.kernels import ALGORITHMS, DEFAULT_ALGORITHM, KernelResult, simulate_kernel
 from simulator.trace import chrome_trace
 
@@ -60,7 +61,7 @@ def _kernel_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--algo", help=f"algorithm; {algos}")
     p.add_argument("--target", default="wse2", help="preset name or target file (default wse2)")
-    p.add_argument("--dtype", default="fp16", choices=sorted(DTYPE_BYTES))
+    p.add_argument("--dtype", default="fp16", choices=dtypes.COMPUTE_LABELS)
     p.add_argument("--x-resident", action="store_true", help="gemv: x already on every PE")
     p.add_argument("--group-size", type=int, default=0, help="tree/two_phase group (0: sqrt)")
     p.add_argument("--calibration", type=Path, help="calibration file (default: the bundled one)")

@@ -23,9 +23,10 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 import models
-from compiler.passes import PlacementError
-from compiler.target import load_target
-from simulator.cost import CALIBRATION_PATH, DTYPE_BYTES, Calibration, load_calibration
+from core import dtypes
+from core.errors import PlacementError
+from core.target import load_target
+from simulator.cost import CALIBRATION_PATH, Calibration, load_calibration
 from simulator.model import (
     ModelSim,
     ModelSimError,
@@ -69,7 +70,7 @@ def _seqs(text: str) -> list[int]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="wse3", help="preset name or target file (default wse3)")
-    p.add_argument("--dtype", default="fp16", choices=sorted(DTYPE_BYTES))
+    p.add_argument("--dtype", default="fp16", choices=dtypes.COMPUTE_LABELS)
     p.add_argument("--mode", default="auto", choices=MODES, help="placement mode (default auto)")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots into DIR")
     p.add_argument("--json", action="store_true", help="print a JSON report (schema.json)")

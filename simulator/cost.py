@@ -25,15 +25,11 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from compiler.errors import WaferError
-from compiler.target import Target
+from core import dtypes
+from core.errors import CalibrationError
+from core.target import Target
 
 CALIBRATION_PATH = Path(__file__).with_name("calibration.json")
-DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
-
-
-class CalibrationError(WaferError):
-    """A calibration file is missing, malformed, or lacks a constant."""
 
 
 @dataclass(frozen=True)
@@ -96,12 +92,14 @@ class CostModel:
     dtype: str = "fp16"
 
     def __post_init__(self):
-        if self.dtype not in DTYPE_BYTES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPE_BYTES)}, got {self.dtype!r}")
+        if self.dtype not in dtypes.COMPUTE_LABELS:
+            raise ValueError(
+                f"dtype must be one of {list(dtypes.COMPUTE_LABELS)}, got {self.dtype!r}"
+            )
 
     @property
     def element_bytes(self) -> int:
-        return DTYPE_BYTES[self.dtype]
+        return dtypes.by_label(self.dtype).bytes
 
     @property
     def flops_per_cycle_per_pe(self) -> int:

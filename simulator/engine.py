@@ -49,6 +49,7 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.geometry import Rect
 from simulator.cost import Cost
 
 DIRECTIONS = ("E", "W", "N", "S")
@@ -56,35 +57,6 @@ KINDS = ("compute", "fabric", "stream")
 
 # Event-heap priorities: at one cycle, ends are handled before tasks become ready.
 _END, _READY = 0, 1
-
-
-@dataclass(frozen=True)
-class Rect:
-    """A rectangle of PEs: columns x .. x+width-1, rows y .. y+height-1 (row 0 is the north edge)."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-
-    def __post_init__(self):
-        if self.width <= 0 or self.height <= 0 or self.x < 0 or self.y < 0:
-            raise ValueError(f"bad rectangle {self}")
-
-    @property
-    def num_pes(self) -> int:
-        return self.width * self.height
-
-    def overlaps(self, other: Rect) -> bool:
-        return (
-            self.x < other.x + other.width
-            and other.x < self.x + self.width
-            and self.y < other.y + other.height
-            and other.y < self.y + self.height
-        )
-
-    def __str__(self) -> str:
-        return f"{self.width}x{self.height}@({self.x},{self.y})"
 
 
 @dataclass(frozen=True)
@@ -97,6 +69,7 @@ class LinkSpan:
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        _check_rect(self.rect)
 
     @property
     def num_links(self) -> int:
@@ -127,6 +100,8 @@ class Task:
             raise ValueError(f"task kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "compute" and self.region is None:
             raise ValueError(f"compute task {self.name!r} needs a region")
+        if self.region is not None:
+            _check_rect(self.region)
 
 
 @dataclass(frozen=True)
@@ -220,6 +195,11 @@ class _Reservations:
 
     def hold(self, boxes: Sequence[tuple[str, int, int, int, int]], until: int) -> None:
         self._held.extend((until, *box) for box in boxes)
+
+
+def _check_rect(rect: Rect) -> None:
+    if not rect.is_valid():
+        raise ValueError(f"bad rectangle {rect}: needs x, y >= 0 and width, height >= 1")
 
 
 def _box(key: str, r: Rect) -> tuple[str, int, int, int, int]:

@@ -24,11 +24,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from compiler.errors import WaferError
-from compiler.target import Target, load_target
+from core.errors import KernelSpecError
+from core.geometry import Rect
+from core.target import Target, load_target
 from simulator import cost
 from simulator.cost import Calibration, CostModel, load_calibration
-from simulator.engine import Event, GraphBuilder, LinkSpan, Rect, simulate
+from simulator.engine import Event, GraphBuilder, LinkSpan, simulate
 from simulator.trace import Breakdown, LinkLoad, breakdown, busiest_links
 
 ALGORITHMS = {
@@ -38,11 +39,6 @@ ALGORITHMS = {
 }
 DEFAULT_ALGORITHM = {"gemv": "tree", "gemm": "cannon", "allreduce": "tree"}
 Frontier = tuple[int, ...]
-
-
-class KernelSpecError(WaferError):
-    """A kernel request the simulator cannot run: unknown kind or algorithm, bad sizes or grid,
-    or tiles that do not fit a PE's SRAM."""
 
 
 @dataclass(frozen=True)

@@ -51,18 +51,18 @@ import torch
 
 import compiler
 import models
-from compiler.errors import TargetError, WaferError
 from compiler.placement_report import PlacementReport
-from compiler.target import Target, load_target
+from core import dtypes
+from core.errors import ModelSimError, TargetError
+from core.geometry import Rect
+from core.target import Target, load_target
 from runtime.program import Instruction, Program, TensorSpec
 from simulator import cost, kernels
-from simulator.cost import DTYPE_BYTES, Calibration, CostModel, load_calibration
-from simulator.engine import Event, GraphBuilder, LinkSpan, Rect, simulate
+from simulator.cost import Calibration, CostModel, load_calibration
+from simulator.engine import Event, GraphBuilder, LinkSpan, simulate
 from simulator.kernels import Line
 from simulator.trace import Breakdown, LinkLoad, breakdown, busiest_links, critical_path
 
-ELEMENT_BYTES = {"f64": 8, "f32": 4, "f16": 2, "bf16": 2, "i64": 8, "i32": 4, "i1": 1}
-COST_DTYPE = {"f64": "fp32", "f32": "fp32", "f16": "fp16", "bf16": "bf16"}
 FREE_OPS = frozenset({"param", "constant", "reshape", "broadcast"})
 TRANSCENDENTAL = frozenset(
     {"exp", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "div", "pow", "sin", "cos", "tanh"}
@@ -73,10 +73,6 @@ ELEMENTWISE = TRANSCENDENTAL | frozenset(
     | {"cmp", "where", "convert", "iota", "slice", "concat", "transpose", "index"}
 )
 REDUCE_ALGORITHM = "tree"
-
-
-class ModelSimError(WaferError):
-    """A placed program the model-level simulator cannot translate."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +157,7 @@ class _Value:
 
 
 def _nbytes(spec: TensorSpec) -> int:
-    return math.prod(spec.shape) * ELEMENT_BYTES[spec.dtype]
+    return math.prod(spec.shape) * dtypes.element_bytes(spec.dtype)
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -208,7 +204,7 @@ class _Translator:
     ):
         self.program = program
         self.dtype = dtype
-        self.cms = {d: CostModel(target, calibration, d) for d in DTYPE_BYTES}
+        self.cms = {d: CostModel(target, calibration, d) for d in dtypes.COMPUTE_LABELS}
         self.streaming = streaming
         self.resident_weights = resident_weights
         self.b = GraphBuilder()
@@ -227,7 +223,7 @@ class _Translator:
     # -- helpers ---------------------------------------------------------------------------
 
     def cm(self, spec: TensorSpec) -> CostModel:
-        return self.cms[COST_DTYPE.get(spec.dtype, self.dtype)]
+        return self.cms[dtypes.by_name(spec.dtype).compute or self.dtype]
 
     def add(self, name: str, kind: str, c: cost.Cost, deps, region, labels, links=()) -> int:
         """A task of the current op; in streaming mode one without inputs waits for the
@@ -719,8 +715,8 @@ def simulate_placed(
     `chunks` > 1: a pipelined pass over that many pieces of the input (prefill). With
     `resident_weights` streamed weights count as already in SRAM (no external traffic).
     """
-    if dtype not in DTYPE_BYTES:
-        raise ModelSimError(f"dtype must be one of {sorted(DTYPE_BYTES)}, got {dtype!r}")
+    if dtype not in dtypes.COMPUTE_LABELS:
+        raise ModelSimError(f"dtype must be one of {list(dtypes.COMPUTE_LABELS)}, got {dtype!r}")
     if chunks < 1:
         raise ModelSimError(f"chunks must be >= 1, got {chunks}")
     streaming = any(
@@ -766,7 +762,6 @@ def simulate_placed(
 
 # ---------------------------------------------------------------------------- whole models
 
-TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 CHUNK_TOKENS = 64
 
 
@@ -884,7 +879,7 @@ def place_registered(
     a `cache`-token KV cache, compiled and placed (cached within one process)."""
     config = models.config(name)
     overrides = {"max_seq_len": cache} if hasattr(config, "max_seq_len") else {}
-    model = models.build(name, device="meta", dtype=TORCH_DTYPES[dtype], **overrides)
+    model = models.build(name, device="meta", dtype=dtypes.by_label(dtype).torch, **overrides)
     if phase == "prefill":
         return _place(model.prefill_module(), models.example_inputs(name, batch, seq), target, mode)
     ids = torch.zeros((batch, 1), dtype=torch.int64)
@@ -999,8 +994,8 @@ def simulate_model(
     The KV cache (or Mamba state) stays in SRAM and holds `seq + decode_steps` tokens; the
     decode program is compiled once, for the token at position `seq + decode_steps // 2`, and
     every step costs the same (it reads the whole cache, masked)."""
-    if dtype not in TORCH_DTYPES:
-        raise ModelSimError(f"dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
+    if dtype not in dtypes.COMPUTE_LABELS:
+        raise ModelSimError(f"dtype must be one of {list(dtypes.COMPUTE_LABELS)}, got {dtype!r}")
     if seq < 1 or batch < 1 or decode_steps < 0:
         raise ModelSimError(
             f"need seq >= 1, batch >= 1 and decode steps >= 0, got {seq}, {batch}, {decode_steps}"

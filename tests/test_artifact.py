@@ -55,10 +55,10 @@ def saved(gpt2, tmp_path_factory):
     return gpt2[0].save(tmp_path_factory.mktemp("artifacts") / "gpt2")
 
 
-@pytest.mark.parametrize("backend", ["reference", "jax"])
-def test_round_trip_matches_eager(saved, gpt2, backend):
+@pytest.mark.parametrize("runtime_name", ["reference", "jax"])
+def test_round_trip_matches_eager(saved, gpt2, runtime_name):
     compiled, ids, eager = gpt2
-    module = runtime.load(saved, backend=backend)
+    module = runtime.load(saved, runtime=runtime_name)
     out = module(ids, use_cache=False)
     assert isinstance(out, CausalLMOutputWithCrossAttentions)
     assert (out.logits - eager).abs().max() <= 1e-4
@@ -69,7 +69,7 @@ def test_round_trip_matches_eager(saved, gpt2, backend):
 
 
 def test_inputs_are_checked(saved, gpt2):
-    module = runtime.load(saved, backend="reference")
+    module = runtime.load(saved, runtime="reference")
     with pytest.raises(ValueError, match=r"input 0 is \[2, 5\] torch.int64.*compiled for \[2, 8\]"):
         module(gpt2[1][:, :5], use_cache=False)
     with pytest.raises(ValueError, match="structure"):
@@ -144,7 +144,7 @@ def test_failed_save_keeps_the_previous_artifact(saved, gpt2, tmp_path, monkeypa
     assert {f.name: f.read_bytes() for f in path.iterdir()} == before
     _save(path, gpt2[0], model_name="new")
     assert [p.name for p in tmp_path.iterdir()] == ["gpt2"]
-    assert runtime.load(path, backend="reference").model_name == "new"
+    assert runtime.load(path, runtime="reference").model_name == "new"
 
 
 @dataclass
@@ -179,7 +179,7 @@ def test_unserialisable_spec_falls_back_to_flat(tmp_path):
         model_name="pair",
         target="wse3",
     )
-    module = runtime.load(path, backend="reference")
+    module = runtime.load(path, runtime="reference")
     assert module.manifest["out_spec"]["flat"] == 2 and module.manifest["out_spec"]["reason"]
     first, second = module(x, y)
     torch.testing.assert_close(first, x + y)

@@ -8,8 +8,7 @@ from fuzz_models import recipes
 from hypothesis import HealthCheck, given, note, settings
 
 import compiler
-
-RUNTIMES = compiler.api.RUNTIMES
+from runtime.execution import RUNTIMES
 
 
 def check_recipe(recipe) -> None:

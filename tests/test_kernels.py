@@ -9,11 +9,13 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from compiler.target import load_target
+from core.errors import KernelSpecError
+from core.geometry import Rect
+from core.target import load_target
 from simulator.cli import main
 from simulator.cost import CostModel, load_calibration
-from simulator.engine import GraphBuilder, Rect, roofline_violations, simulate
-from simulator.kernels import LLAMA3_8B, KernelSpecError, decode_layer, simulate_kernel
+from simulator.engine import GraphBuilder, roofline_violations, simulate
+from simulator.kernels import LLAMA3_8B, decode_layer, simulate_kernel
 from simulator.schema import load_schema, validate
 
 CAL = load_calibration()

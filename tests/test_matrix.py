@@ -3,7 +3,7 @@
 Models: the reference `models/` tiny configs (prefill and decode graphs) and tiny Hugging Face
 GPT-2, Llama and Mamba (prefill; their decode path runs through HF cache objects, which the
 reference models' explicit-state decode graphs cover). Each case compiles once, placed on a
-16x16 test mesh, and runs on every runtime in `compiler.api.RUNTIMES`.
+16x16 test mesh, and runs on every runtime in `RUNTIMES`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from hf_models import input_ids
 
 import compiler
 import models
+from runtime.execution import RUNTIMES
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TARGET = "mesh-16x16"  # small enough for the tile-by-tile simulator's per-PE SRAM images
@@ -48,7 +49,7 @@ def compiled_case(name: str, phase: str, dtype: str):
     return compiled, inputs, kwargs, expected
 
 
-@pytest.mark.parametrize("runtime", compiler.api.RUNTIMES)
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("name, phase", CASES, ids=[f"{n}-{p}" for n, p in CASES])
 def test_matrix(name, phase, dtype, runtime):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from compiler.target import load_target
+from core.target import load_target
 from runtime.program import Instruction, Program, TensorSpec
 from simulator import cost
 from simulator.cli import main

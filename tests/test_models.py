@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import models
+from core.custom_ops import selective_scan, selective_scan_reference
 from models import build, example_inputs, generate, greedy_reference
 from models.mamba import MambaBlock
-from models.scan import selective_scan, selective_scan_reference
 
 TINY = ["tiny-gpt2", "tiny-llama", "tiny-mamba", "tiny-hybrid"]
 SCAN = torch.ops.wafer.selective_scan.default

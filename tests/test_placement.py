@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 import compiler
 import models
 from compiler.mlir import new_context, parse_module, print_module, shape_of
-from compiler.passes import PlacementError, PlacementOptions, place, place_compiled
+from compiler.passes import PlacementOptions, place, place_program
 from compiler.passes.common import (
-    Rect,
     body_ops,
     get_int,
     get_ints,
@@ -37,9 +36,10 @@ from compiler.passes.common import (
 from compiler.passes.layout_regions import LayoutRegionsOptions
 from compiler.passes.split_matmuls import SplitMatmulsOptions
 from compiler.serialize import to_program
-from compiler.target import load_target
-from runtime import reference
-from simulator import functional
+from core.errors import PlacementError
+from core.geometry import Rect
+from core.target import load_target
+from runtime import reference, tiled
 
 MESH = load_target("mesh-8x8")
 
@@ -136,15 +136,15 @@ def check_placement(plan) -> None:
             assert (seen == 1).all(), "each weight element lies in exactly one tile"
             if get_str(t, "home") == "sram":
                 rect, start = tile_rect(t), get_int(t, "sram_offset")
-                for y in range(rect.y, rect.y + rect.h):
-                    for x in range(rect.x, rect.x + rect.w):
+                for y in range(rect.y, rect.y + rect.height):
+                    for x in range(rect.x, rect.x + rect.width):
                         ranges.setdefault((x, y), []).append((start, start + tile_bytes(t)))
         for op in ops:
             if kind(op) == "host_transfer" and get_str(op, "kind") == "state":
                 offset, size = get_ints(op, "sram")
                 rect = region_of(op)
-                for y in range(rect.y, rect.y + rect.h):
-                    for x in range(rect.x, rect.x + rect.w):
+                for y in range(rect.y, rect.y + rect.height):
+                    for x in range(rect.x, rect.x + rect.width):
                         ranges.setdefault((x, y), []).append((offset, offset + size))
         for pe, spans in ranges.items():
             spans.sort()
@@ -180,7 +180,7 @@ def test_random_chains_place_soundly_and_compute_the_same(
     with plan.context:
         placed = to_program(plan.module)
     expected = reference.execute(to_program(parse_module(text, new_context())), weights, [x])
-    actual = functional.execute(placed, weights, [x], target)
+    actual = tiled.execute(placed, weights, [x], target)
     torch.testing.assert_close(actual[0], expected[0], rtol=1e-4, atol=1e-5)
 
 
@@ -189,7 +189,7 @@ def test_placed_module_verifies_prints_and_parses_back():
     compiled = compiler.compile(
         model, models.example_inputs("tiny-llama", seq=8), target="mesh-8x8"
     )
-    placed = place_compiled(compiled)
+    placed = place_program(compiled.mlir, compiled.target)
     module = parse_module(placed.mlir, new_context())
     assert module.operation.verify()
     assert print_module(module) == placed.mlir
@@ -218,7 +218,7 @@ def test_a_program_without_weights_is_one_stage():
     with plan.context:
         program = to_program(plan.module)
     x = torch.randn(4, 8)
-    torch.testing.assert_close(functional.execute(program, {}, [x], plan.target)[0], x.tanh())
+    torch.testing.assert_close(tiled.execute(program, {}, [x], plan.target)[0], x.tanh())
 
 
 CHECKS = {

@@ -297,7 +297,7 @@ def _scan_program(args, chunk_bytes):
 
 
 def test_selective_scan_chunked_matches_sequential_loop():
-    from models.scan import selective_scan_reference
+    from core.custom_ops import selective_scan_reference
 
     args = _scan_args(b=2, d=3, length=11, n=4)
     # 4 float32 (B, D, T, N) terms: 384 bytes a step; 1200 bytes hold 3 steps, so 4 chunks

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler.target import load_target
+from core.geometry import Rect
+from core.target import load_target
 from simulator import cost
 from simulator.cost import Cost, CostModel, load_calibration
-from simulator.engine import GraphBuilder, LinkSpan, Rect, Task, roofline_violations, simulate
+from simulator.engine import GraphBuilder, LinkSpan, Task, roofline_violations, simulate
 from simulator.trace import breakdown, chrome_trace, critical_path, link_busy_cycles
 
 CAL = load_calibration()

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import compiler
-from compiler.target import PRESET_DIR, load_target, presets
+from core.target import PRESET_DIR, load_target, presets
 
 
 def test_presets_load_with_sources():

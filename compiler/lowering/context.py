@@ -9,8 +9,8 @@ import torch
 import torch.fx as fx
 
 from compiler.dialects import wse
-from compiler.errors import OpProblem, UnsupportedOperatorError
 from compiler.mlir import build_constant, dense_attr, ir, shape_of, tensor_type, torch_dtype
+from core.errors import OpProblem, UnsupportedOperatorError
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,6 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 
 from compiler.dialects import wse
-from compiler.errors import (
-    DynamicShapeError,
-    LoweringError,
-    OpProblem,
-    UnsupportedDtypeError,
-    UnsupportedOperatorError,
-    WaferError,
-)
 from compiler.lowering.context import LoweringContext
 from compiler.lowering.registry import RULES, op_name
 from compiler.mlir import (
@@ -32,6 +24,14 @@ from compiler.mlir import (
     str_attr,
     supported_dtype,
     tensor_type,
+)
+from core.errors import (
+    DynamicShapeError,
+    LoweringError,
+    OpProblem,
+    UnsupportedDtypeError,
+    UnsupportedOperatorError,
+    WaferError,
 )
 from runtime.program import Signature
 

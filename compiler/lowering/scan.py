@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-import models.scan  # noqa: F401  (registers torch.ops.wafer.selective_scan)
+import core.custom_ops  # noqa: F401  (registers torch.ops.wafer.selective_scan)
 from compiler.dialects import wse
 from compiler.lowering.context import LoweringContext
 from compiler.lowering.registry import register

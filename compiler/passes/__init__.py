@@ -1,8 +1,14 @@
 """Placement: from a tensor-level `wse` module to one placed on a wafer's PE grid.
 
 `place(module, target, mode)` runs the passes (`pipeline.py`, one per file, named like their
-flags) and returns a `PlacementPlan`; `place_compiled(compiled)` does it for a
-`CompiledModule` and returns a `Placed`: the placed MLIR text, its `Program` and the report.
+flags) and returns a `PlacementPlan`; `place_program(mlir, target)` does it for a lowered
+module's text and returns a `Placed`: the placed MLIR text, its `Program` and the report.
+
+Placement takes the module as text on purpose: the text is the boundary between MLIR contexts.
+Each placement attempt parses a private copy into a fresh context (passes rewrite it in
+place, and `auto` may try pipelined and then streaming on the same input), so the caller's
+module is never mutated. The parse is timed as `pass_seconds["parse"]` in the report
+(about 0.03 s for gpt2-small).
 
 What a placed module guarantees, for the simulators and runtimes that consume it:
 - every op but `wse.param` (a weight's name) has `stage` (i64) and `region` ([x, y, w, h]);
@@ -20,21 +26,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.passes.common import PlacementError
 from compiler.passes.pipeline import PlacementOptions, PlacementPlan, passes, place
 from compiler.placement_report import PlacementReport
 from compiler.serialize import to_program
+from core.target import Target
 from runtime.program import Program
 
 __all__ = [
     "Placed",
-    "PlacementError",
     "PlacementOptions",
     "PlacementPlan",
     "PlacementReport",
     "passes",
     "place",
-    "place_compiled",
+    "place_program",
 ]
 
 
@@ -51,10 +56,11 @@ class Placed:
         return self.report.mode
 
 
-def place_compiled(
-    compiled, *, mode: str = "auto", options: PlacementOptions | None = None
+def place_program(
+    mlir: str, target: Target, *, mode: str = "auto", options: PlacementOptions | None = None
 ) -> Placed:
-    """Place a `CompiledModule` (its `.mlir` on its `.target`) in `mode`."""
-    plan = place(compiled.mlir, compiled.target, mode, options=options or PlacementOptions())
+    """Place a lowered module's text on `target` in `mode`: its placed text, its runtime
+    program and its report."""
+    plan = place(mlir, target, mode, options=options or PlacementOptions())
     with plan.context:
         return Placed(plan.text(), to_program(plan.module), plan.report)

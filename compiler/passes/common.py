@@ -11,27 +11,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
-from compiler.errors import WaferError
 from compiler.mlir import i64_attr, int_list_attr, ir, shape_of, str_attr
-from compiler.target import Target
+from core import dtypes
+from core.errors import PlacementError
+from core.geometry import Rect
+from core.target import Target
 
 MODES = ("pipelined", "streaming")
-ELEMENT_BYTES = {"f32": 4, "f16": 2, "bf16": 2, "f64": 8, "i64": 8, "i32": 4, "i1": 1}
 # Ops that only re-label or re-arrange one weight: they belong to the weight's layer and region.
 WEIGHT_VIEWS = ("transpose", "reshape", "convert", "broadcast", "slice")
-
-
-class PlacementError(WaferError):
-    """A model does not fit the target in the requested mode; says by how much and what to do."""
-
-    def __init__(self, message: str, *, needed_bytes: int, available_bytes: int):
-        self.needed_bytes = needed_bytes
-        self.available_bytes = available_bytes
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -44,46 +35,6 @@ class PassContext:
     @property
     def grid(self) -> Rect:
         return Rect(0, 0, self.target.grid_width_pes, self.target.grid_height_pes)
-
-
-class Rect(NamedTuple):
-    """A rectangle of PEs: columns x..x+w-1, rows y..y+h-1."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-
-    @property
-    def area(self) -> int:
-        return self.w * self.h
-
-    @property
-    def slices(self) -> tuple[slice, slice]:
-        """Index of the rectangle in a (rows, columns) array."""
-        return slice(self.y, self.y + self.h), slice(self.x, self.x + self.w)
-
-    def overlaps(self, other: Rect) -> bool:
-        return (
-            self.x < other.x + other.w
-            and other.x < self.x + self.w
-            and self.y < other.y + other.h
-            and other.y < self.y + self.h
-        )
-
-    def contains(self, other: Rect) -> bool:
-        return (
-            self.x <= other.x
-            and self.y <= other.y
-            and other.x + other.w <= self.x + self.w
-            and other.y + other.h <= self.y + self.h
-        )
-
-    def hops_to(self, other: Rect) -> int:
-        """Manhattan distance between the centres, in PEs."""
-        return round(abs(2 * (self.x - other.x) + self.w - other.w) / 2) + round(
-            abs(2 * (self.y - other.y) + self.h - other.h) / 2
-        )
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -194,7 +145,7 @@ def stage_regions(module: ir.Module) -> list[Rect]:
 
 
 def element_bytes(value) -> int:
-    return ELEMENT_BYTES[str(ir.RankedTensorType(value.type).element_type)]
+    return dtypes.element_bytes(str(ir.RankedTensorType(value.type).element_type))
 
 
 def nbytes(value) -> int:

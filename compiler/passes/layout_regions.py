@@ -30,8 +30,6 @@ from itertools import pairwise
 from compiler.mlir import int_list_attr, ir, shape_of, str_attr
 from compiler.passes.common import (
     PassContext,
-    PlacementError,
-    Rect,
     body_ops,
     ceil_div,
     element_bytes,
@@ -54,6 +52,8 @@ from compiler.passes.common import (
     users,
     weight_param,
 )
+from core.errors import PlacementError
+from core.geometry import Rect
 
 
 @dataclass(frozen=True)
@@ -216,8 +216,8 @@ class LayoutRegions:
             return leaf, ""
         param, transposed = found
         n, k = shape_of(param.result) if transposed else reversed(shape_of(param.result))
-        q = min(leaf.w, leaf.h, k, n)
-        square = min(leaf.w, leaf.h) / max(leaf.w, leaf.h)
+        q = min(leaf.width, leaf.height, k, n)
+        square = min(leaf.width, leaf.height) / max(leaf.width, leaf.height)
         cannon = (
             self.options.gemm_dataflow != "broadcast"
             and matmul_rows(consumer.operands[0]) > 1
@@ -295,7 +295,7 @@ def _guillotine(rect: Rect, items: list[tuple]) -> dict:
     proportional to size; items share the rectangle only when it has a single PE."""
     if not items:
         return {}
-    if len(items) == 1 or rect.area == 1:
+    if len(items) == 1 or rect.num_pes == 1:
         return {key: rect for key, _ in items}
     total = sum(size for _, size in items) or 1
     prefix, best, split = 0, None, 1
@@ -303,16 +303,16 @@ def _guillotine(rect: Rect, items: list[tuple]) -> dict:
         prefix += size
         if best is None or abs(prefix - total / 2) < best:
             best, split, head = abs(prefix - total / 2), i, prefix
-    long = rect.w if rect.w >= rect.h else rect.h
+    long = rect.width if rect.width >= rect.height else rect.height
     cut = min(max(round(long * head / total), 1), long - 1)
-    if rect.w >= rect.h:
+    if rect.width >= rect.height:
         first, second = (
-            Rect(rect.x, rect.y, cut, rect.h),
-            Rect(rect.x + cut, rect.y, rect.w - cut, rect.h),
+            Rect(rect.x, rect.y, cut, rect.height),
+            Rect(rect.x + cut, rect.y, rect.width - cut, rect.height),
         )
     else:
         first, second = (
-            Rect(rect.x, rect.y, rect.w, cut),
-            Rect(rect.x, rect.y + cut, rect.w, rect.h - cut),
+            Rect(rect.x, rect.y, rect.width, cut),
+            Rect(rect.x, rect.y + cut, rect.width, rect.height - cut),
         )
     return {**_guillotine(first, items[:split]), **_guillotine(second, items[split:])}

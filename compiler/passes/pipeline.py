@@ -22,7 +22,6 @@ from compiler.mlir import ir, new_context, parse_module, print_module
 from compiler.passes.common import (
     MODES,
     PassContext,
-    PlacementError,
     placement_attr,
     set_module_attr,
 )
@@ -32,7 +31,8 @@ from compiler.passes.partition_stages import PartitionStages, PartitionStagesOpt
 from compiler.passes.plan_sram import PlanSram, PlanSramOptions
 from compiler.passes.split_matmuls import SplitMatmuls, SplitMatmulsOptions
 from compiler.passes.tile_weights import TileWeights, TileWeightsOptions
-from compiler.target import Target, load_target
+from core.errors import PlacementError
+from core.target import Target, load_target
 
 if TYPE_CHECKING:
     from compiler.placement_report import PlacementReport

@@ -31,8 +31,6 @@ from compiler.mlir import i64_attr, ir, shape_of
 from compiler.passes.common import (
     WEIGHT_VIEWS,
     PassContext,
-    PlacementError,
-    Rect,
     body_ops,
     ceil_div,
     element_bytes,
@@ -52,6 +50,8 @@ from compiler.passes.common import (
     tile_rect,
     users,
 )
+from core.errors import PlacementError
+from core.geometry import Rect
 
 
 @dataclass(frozen=True)
@@ -172,10 +172,10 @@ class PlanSram:
             rows = get_int(op, "rows_per_pass") * ceil_div(shape_of(op.result)[-1], cols) * e
             return rows if get_str(op, "dataflow") == "broadcast" else 2 * rows
         if name == "fabric_shift":
-            shape, q = shape_of(op.input), region.w
+            shape, q = shape_of(op.input), region.width
             rows = math.prod(shape[:-1])
             return 2 * ceil_div(rows, q) * ceil_div(shape[-1], q) * e
-        return ceil_div(sum(nbytes(r) for r in op.results), region.area)
+        return ceil_div(sum(nbytes(r) for r in op.results), region.num_pes)
 
     # -- the check ---------------------------------------------------------------------------
 

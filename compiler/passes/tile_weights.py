@@ -27,7 +27,6 @@ from compiler.dialects import wse
 from compiler.mlir import i64_attr, int_list_attr, ir, shape_of, str_attr
 from compiler.passes.common import (
     PassContext,
-    Rect,
     body_ops,
     ceil_div,
     get_int,
@@ -40,6 +39,7 @@ from compiler.passes.common import (
     users,
     weight_consumers,
 )
+from core.geometry import Rect
 
 
 @dataclass(frozen=True)
@@ -102,16 +102,16 @@ class TileWeights:
         if rank == 0:
             return [-1, -1], [1, 1]
         if rank == 1:
-            cols = _fit(shape[0], region.w) if self.options.split_vectors else 1
+            cols = _fit(shape[0], region.width) if self.options.split_vectors else 1
             return [-1, 0], [1, cols]
         found = matmul_weight(consumer)
         if found is not None and found[0] == param:
             dims = [1, 0] if found[1] else [0, 1]
             if "dataflow" in consumer.attributes and get_str(consumer, "dataflow") == "cannon":
-                return dims, [region.h, region.w]
+                return dims, [region.height, region.width]
         else:
             dims = [0, rank - 1]
-        return dims, [_fit(shape[dims[0]], region.h), _fit(shape[dims[1]], region.w)]
+        return dims, [_fit(shape[dims[0]], region.height), _fit(shape[dims[1]], region.width)]
 
 
 def _fit(size: int, pes: int) -> int:

@@ -1,4 +1,4 @@
-"""Hardware targets as data: presets in `compiler/targets/*.json`, or a user's file.
+"""Hardware targets as data: presets in `core/targets/*.json`, or a user's file.
 
 A target file is JSON: `{"name", "wafer" ("wse2" | "wse3" | "mesh"), "description",
 "fields": {field: {"value": number, "source": "where the number comes from"}}}`. Every field
@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from compiler.errors import TargetError
+from core.errors import TargetError
 
 PRESET_DIR = Path(__file__).with_name("targets")
 

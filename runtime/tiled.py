@@ -23,16 +23,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from compiler.target import Target
+from core.errors import SimulationError
+from core.target import Target
 from runtime.program import Instruction, Program
 from runtime.reference import KERNELS
 
 MAX_IMAGE_BYTES = 1 << 30
-
-
-class SimulationError(RuntimeError):
-    """The placed program cannot run as placed (a tile outside SRAM, overlapping tiles, a
-    weight read other than through its tiles, or fabric ops that do not fit together)."""
 
 
 @dataclass(frozen=True)

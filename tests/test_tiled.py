@@ -13,11 +13,12 @@ from conftest import assert_matches
 import compiler
 import models
 from compiler.mlir import new_context, parse_module
-from compiler.passes import PlacementOptions, place_compiled
+from compiler.passes import PlacementOptions, place_program
 from compiler.passes.layout_regions import LayoutRegionsOptions
 from compiler.passes.split_matmuls import SplitMatmulsOptions
 from compiler.serialize import to_program
-from simulator import functional
+from core.errors import SimulationError
+from runtime import tiled
 
 MODELS = ["tiny-gpt2", "tiny-llama", "tiny-mamba"]
 
@@ -35,8 +36,8 @@ def run_text(text: str, compiled, inputs, wafer=None) -> list[torch.Tensor]:
     """Parse placed module text and run it tile by tile (on `wafer` if given)."""
     program = to_program(parse_module(text, new_context()))
     if wafer is None:
-        wafer = functional.load(program, compiled.weights, compiled.target)
-    return functional.run(program, wafer, list(inputs))
+        wafer = tiled.load(program, compiled.weights, compiled.target)
+    return tiled.run(program, wafer, list(inputs))
 
 
 @pytest.mark.parametrize("target", ["mesh-8x8", "mesh-12x6"])
@@ -44,9 +45,9 @@ def run_text(text: str, compiled, inputs, wafer=None) -> list[torch.Tensor]:
 @pytest.mark.parametrize("name", MODELS)
 def test_tile_by_tile_execution_matches_eager(name, phase, target):
     compiled, inputs, expected = compiled_model(name, phase, target)
-    placed = place_compiled(compiled)
+    placed = place_program(compiled.mlir, compiled.target)
     assert placed.mode == "pipelined"
-    outputs = functional.execute(placed.program, compiled.weights, list(inputs), compiled.target)
+    outputs = tiled.execute(placed.program, compiled.weights, list(inputs), compiled.target)
     assert len(outputs) == len(expected)
     for actual, want in zip(outputs, expected, strict=True):
         assert_matches(actual, want)
@@ -56,19 +57,19 @@ def test_tile_by_tile_execution_matches_eager(name, phase, target):
 def test_every_reduction_algorithm_matches_eager(algorithm):
     compiled, inputs, expected = compiled_model("tiny-gpt2", "decode", "mesh-8x8")
     options = PlacementOptions(matmuls=SplitMatmulsOptions(reduce_algorithm=algorithm))
-    placed = place_compiled(compiled, options=options)
+    placed = place_program(compiled.mlir, compiled.target, options=options)
     assert f'algorithm = "{algorithm}"' in placed.mlir
-    outputs = functional.execute(placed.program, compiled.weights, list(inputs), compiled.target)
+    outputs = tiled.execute(placed.program, compiled.weights, list(inputs), compiled.target)
     assert_matches(outputs[0], expected[0])
 
 
 def test_streaming_mode_streams_weights_in_and_matches_eager():
     compiled, inputs, expected = compiled_model("tiny-llama", "prefill", "mesh-12x6")
-    placed = place_compiled(compiled, mode="streaming")
+    placed = place_program(compiled.mlir, compiled.target, mode="streaming")
     assert 'home = "external"' in placed.mlir and 'home = "sram"' not in placed.mlir
-    wafer = functional.load(placed.program, compiled.weights, compiled.target)
+    wafer = tiled.load(placed.program, compiled.weights, compiled.target)
     assert not wafer.sram.any(), "nothing is resident before the run"
-    outputs = functional.run(placed.program, wafer, list(inputs))
+    outputs = tiled.run(placed.program, wafer, list(inputs))
     for actual, want in zip(outputs, expected, strict=True):
         assert_matches(actual, want)
 
@@ -78,8 +79,8 @@ def gpt2_prefill(dataflow: str):
     """tiny-gpt2 prefill placed with one GEMM dataflow, and its wafer loaded from that plan."""
     compiled, inputs, expected = compiled_model("tiny-gpt2", "prefill", "mesh-8x8")
     options = PlacementOptions(layout=LayoutRegionsOptions(gemm_dataflow=dataflow))
-    placed = place_compiled(compiled, options=options)
-    wafer = functional.load(placed.program, compiled.weights, compiled.target)
+    placed = place_program(compiled.mlir, compiled.target, options=options)
+    wafer = tiled.load(placed.program, compiled.weights, compiled.target)
     return compiled, inputs, expected, placed, wafer
 
 
@@ -139,21 +140,21 @@ def test_overlapping_tiles_are_refused_when_loading():
         if found:
             first[found.group(1, 2)] = found[3]
     program = to_program(parse_module("\n".join(lines), new_context()))
-    with pytest.raises(functional.SimulationError, match="overlaps"):
-        functional.load(program, compiled.weights, compiled.target)
+    with pytest.raises(SimulationError, match="overlaps"):
+        tiled.load(program, compiled.weights, compiled.target)
 
 
 def test_weights_are_only_read_through_their_tiles():
     compiled, inputs, _ = compiled_model("tiny-llama", "decode", "mesh-8x8")
-    with pytest.raises(functional.SimulationError, match="not through its tiles"):
-        functional.execute(compiled.program, compiled.weights, list(inputs), compiled.target)
+    with pytest.raises(SimulationError, match="not through its tiles"):
+        tiled.execute(compiled.program, compiled.weights, list(inputs), compiled.target)
 
 
 @pytest.mark.parametrize("algorithm", ["chain", "tree", "two_phase"])
 @pytest.mark.parametrize("count", [1, 2, 5, 8, 13])
 def test_reduction_schedules_add_every_partial_once(algorithm, count):
     rows = list(range(10, 10 + count))
-    steps = functional.reduction_schedule(algorithm, rows, group=3)
+    steps = tiled.reduction_schedule(algorithm, rows, group=3)
     values = {r: 2.0**i for i, r in enumerate(rows)}
     for dst, src in steps:
         values[dst] += values[src]

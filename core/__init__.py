@@ -1,0 +1,9 @@
+"""Wafer's ground floor: the concepts every layer shares, importing none of the layers.
+
+- `core.errors`: the one error hierarchy (every bad-input error subclasses `WaferError`).
+- `core.target`: hardware targets as data, the bundled presets and their validation.
+- `core.geometry`: `Rect`, a rectangle of PEs.
+- `core.dtypes`: the one table of element types.
+- `core.custom_ops`: PyTorch custom ops Wafer lowers whole (`wafer::selective_scan`).
+- `core.ops`: the op registry, one entry per `wse` op, that every layer's table is checked against.
+"""

@@ -6,6 +6,8 @@ the `torch.compile` backend named "wafer".
 
 from compiler.api import compile
 from compiler.compiled import CompiledModule
+from compiler.lowering import supported_ops
+from compiler.placement_report import PlacementReport
 from core.errors import (
     DynamicShapeError,
     InputMismatchError,
@@ -27,5 +29,7 @@ __all__ = [
     "UnsupportedDtypeError",
     "UnsupportedOperatorError",
     "WaferError",
+    "PlacementReport",
     "compile",
+    "supported_ops",
 ]

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ]:
         summary.add_row(key, value)
     console.print(summary)
-    console.print(compiled.report.summary())
+    if compiled.report is not None:
+        console.print(compiled.report.summary())
     ops = Table(title="wse ops by kind")
     ops.add_column("op")
     ops.add_column("count", justify="right")

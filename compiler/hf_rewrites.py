@@ -14,6 +14,7 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +41,7 @@ class Rewrite:
 
 
 def _mamba_mixer_forward(
-    mixer: nn.Module,
+    mixer: Any,  # transformers' MambaMixer: its submodules are attributes mypy cannot see
     original: Callable[..., Tensor],
     hidden_states: Tensor,
     cache: object | None = None,
@@ -105,7 +106,7 @@ def apply_rewrites(
     Yields ``model``. On exit every patched module gets its previous ``forward`` back.
     """
     by_target = {r.target: r for r in rewrites}
-    patched: list[tuple[nn.Module, object]] = []
+    patched: list[tuple[nn.Module, Callable | None]] = []
     try:
         for module in model.modules():
             rewrite = by_target.get(_qualname(module))
@@ -117,6 +118,6 @@ def apply_rewrites(
     finally:
         for module, previous in reversed(patched):
             if previous is None:
-                del module.forward
+                delattr(module, "forward")
             else:
                 module.forward = previous

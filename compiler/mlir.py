@@ -1,9 +1,11 @@
-"""The one place that touches the MLIR Python API (the bindings shipped in the torch-mlir wheel).
+"""The one place that uses the MLIR Python API (the bindings shipped in the torch-mlir wheel).
 
 The bindings are young: `dialects.ext` cannot express optional attributes or dense-array
 attributes, IRDL binds every operand of a variadic group to one type, ops print in generic
-form, and locations are plain objects. Everything else in
-the project goes through the names defined here.
+form, and locations are plain objects. Everything else in the project goes through the names
+defined here; the one exception is the dialect definition itself (`compiler/dialects/wse.py`),
+which is written in the bindings' `ext` DSL. An import-linter contract in pyproject.toml keeps
+`torch_mlir` out of every other module.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import numpy as np
 import torch
 from torch_mlir import ir
 from torch_mlir.dialects import func
+from torch_mlir.dialects.ext import OperandDef
+from torch_mlir.dialects.irdl import Variadicity
 
 from core import dtypes
 
@@ -37,6 +41,7 @@ __all__ = [
     "op_location",
     "read_location",
     "print_module",
+    "operands_in_order",
     "parse_module",
 ]
 
@@ -208,3 +213,18 @@ def parse_module(text: str, context: ir.Context) -> ir.Module:
     """Parse (and verify) module text in `context`."""
     with context:
         return ir.Module.parse(text)
+
+
+def operands_in_order(op) -> list:
+    """An ext-defined op's operands in declaration order, variadic groups flattened and an
+    absent optional operand as `None`."""
+    flat = []
+    for field in type(op)._fields:
+        if not isinstance(field, OperandDef):
+            continue
+        value = getattr(op, field.name)
+        if field.variadicity == Variadicity.variadic:
+            flat.extend(value)
+        else:
+            flat.append(value)
+    return flat

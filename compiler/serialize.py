@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-from torch_mlir.dialects.ext import OperandDef
-from torch_mlir.dialects.irdl import Variadicity
-
-from compiler.mlir import attr_to_python, dtype_name, ir, read_location, shape_of, torch_dtype
+from compiler.mlir import (
+    attr_to_python,
+    dtype_name,
+    ir,
+    operands_in_order,
+    read_location,
+    shape_of,
+    torch_dtype,
+)
 from runtime.program import Instruction, Program, TensorSpec
 
 
 def _spec(value) -> TensorSpec:
     return TensorSpec(shape_of(value), dtype_name(torch_dtype(value.type)))
-
-
-def _operands(op) -> list:
-    flat = []
-    for field in type(op)._fields:
-        if not isinstance(field, OperandDef):
-            continue
-        value = getattr(op, field.name)
-        if field.variadicity == Variadicity.variadic:
-            flat.extend(value)
-        else:
-            flat.append(value)
-    return flat
 
 
 def to_program(module: ir.Module, node_values: dict[str, ir.Value] | None = None) -> Program:
@@ -32,12 +24,13 @@ def to_program(module: ir.Module, node_values: dict[str, ir.Value] | None = None
     function = module.body.operations[0]
     block = function.regions[0].blocks[0]
     ids: dict[ir.Value, int] = {arg: i for i, arg in enumerate(block.arguments)}
-    instructions, outputs = [], ()
+    instructions: list[Instruction] = []
+    outputs: tuple[int, ...] = ()
     for op in block.operations:
         if op.name == "func.return":
             outputs = tuple(ids[v] for v in op.operands)
             continue
-        operands = tuple(None if v is None else ids[v] for v in _operands(op))
+        operands = tuple(None if v is None else ids[v] for v in operands_in_order(op))
         results = []
         for r in op.results:
             ids[r] = len(ids)

@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, NoReturn
 
 from core.errors import TargetError
 
@@ -100,7 +101,7 @@ def load_target(spec: str | Path | Target) -> Target:
 
 
 def _validate(data: dict, origin: str) -> Target:
-    def fail(message: str):
+    def fail(message: str) -> NoReturn:
         raise TargetError(f"target file {origin}: {message}")
 
     if not isinstance(data, dict) or not isinstance(data.get("fields"), dict):
@@ -112,7 +113,8 @@ def _validate(data: dict, origin: str) -> Target:
     unknown = sorted(set(given) - {f.name for f in _NUMERIC})
     if unknown:
         fail(f"unknown field(s) {unknown}; known: {[f.name for f in _NUMERIC]}")
-    values, sources = {}, []
+    values: dict[str, Any] = {}
+    sources: list[tuple[str, str]] = []
     for f in _NUMERIC:
         entry = given.get(f.name)
         if entry is None:

@@ -50,16 +50,15 @@ def make_executor(
     """The function that runs `program` (or, tile by tile, `placed_program` on `target`) on
     flat tensor inputs and returns its flat outputs."""
     check_runtime(runtime, placed=placed_program is not None and target is not None)
+    if runtime == "simulator" and placed_program is not None and target is not None:
+        from runtime import tiled
+
+        placed, on = placed_program, target
+        return lambda tensors: tiled.execute(placed, weights, [t.cpu() for t in tensors], on)
     if runtime == "jax":
         from runtime.jax_runtime import JaxExecutable
 
         return JaxExecutable(program, weights)
-    if runtime == "simulator":
-        from runtime import tiled
-
-        return lambda tensors: tiled.execute(
-            placed_program, weights, [t.cpu() for t in tensors], target
-        )
     from runtime import reference
 
     return lambda tensors: reference.execute(program, weights, [t.cpu() for t in tensors])

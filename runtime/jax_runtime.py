@@ -18,6 +18,7 @@ import torch
 from jax import lax
 
 from core.errors import ExecutionError
+from core.ops import OpTable
 from runtime.program import Instruction, Program, TensorSpec, constant_tensor
 
 Rule = Callable[..., jax.Array | tuple[jax.Array, ...]]
@@ -35,15 +36,13 @@ class Options:
     scan_memory_bytes: int = DEFAULT_SCAN_MEMORY_BYTES
 
 
-RULES: dict[str, Rule] = {}
+RULES: OpTable[Rule] = OpTable("jax")
 
 
 def register(*ops: str, rule: Rule) -> None:
     """Register `rule(ins, options, *operands)` for each op; a second registration fails."""
     for op in ops:
-        if op in RULES:
-            raise RuntimeError(f"wse.{op} already has a JAX rule ({RULES[op].__name__})")
-        RULES[op] = rule
+        RULES.register(op, rule)
 
 
 def _jax_dtype(spec: TensorSpec) -> jnp.dtype:
@@ -87,7 +86,7 @@ def _constant(ins: Instruction, opts: Options) -> jax.Array:
     return _from_torch(constant_tensor(ins.attrs["value"], ins.result_specs[0]))
 
 
-for _op, _fn in {
+_UNARY: dict[str, Callable] = {
     "neg": jnp.negative,
     "exp": jnp.exp,
     "log": jnp.log,
@@ -104,10 +103,11 @@ for _op, _fn in {
     "relu": jax.nn.relu,
     "silu": jax.nn.silu,
     "not": jnp.logical_not,
-}.items():
+}
+for _op, _fn in _UNARY.items():
     register(_op, rule=_unary(_fn))
 
-for _op, _fn in {
+_BINARY: dict[str, Callable] = {
     "add": jnp.add,
     "sub": jnp.subtract,
     "mul": jnp.multiply,
@@ -117,7 +117,8 @@ for _op, _fn in {
     "minimum": jnp.minimum,
     "and": jnp.logical_and,
     "or": jnp.logical_or,
-}.items():
+}
+for _op, _fn in _BINARY.items():
     register(_op, rule=_binary(_fn))
 
 _CMP = {
@@ -191,7 +192,7 @@ register("attention", rule=_attention)
 # ---------------------------------------------------------------------------- reductions
 
 
-_REDUCERS = {
+_REDUCERS: dict[str, Callable] = {
     "sum": jnp.sum,
     "mean": jnp.mean,
     "max": jnp.max,
@@ -456,6 +457,7 @@ class JaxExecutable:
         _check("program inputs", inputs, self.program.input_specs)
         env: dict[int, jax.Array] = dict(enumerate(inputs))
         for ins in self.program.instructions:
+            results: tuple[jax.Array, ...]
             if ins.op == "param":
                 results = (weights[ins.attrs["sym_name"]],)
             else:

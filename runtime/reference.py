@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import ExecutionError
+from core.ops import OpTable
 from runtime.program import Instruction, Program, constant_tensor
 
 Kernel = Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]
@@ -139,65 +140,68 @@ def _tile_matmul(ins: Instruction, x, w, bias) -> torch.Tensor:
     return out
 
 
-KERNELS: dict[str, Kernel] = {
-    "constant": lambda ins: constant_tensor(ins.attrs["value"], ins.result_specs[0]),
-    "iota": _iota,
-    "neg": _unary(torch.neg),
-    "exp": _unary(torch.exp),
-    "log": _unary(torch.log),
-    "log1p": _unary(torch.log1p),
-    "sqrt": _unary(torch.sqrt),
-    "rsqrt": _unary(torch.rsqrt),
-    "reciprocal": _unary(torch.reciprocal),
-    "abs": _unary(torch.abs),
-    "sin": _unary(torch.sin),
-    "cos": _unary(torch.cos),
-    "tanh": _unary(torch.tanh),
-    "erf": _unary(torch.erf),
-    "sigmoid": _unary(torch.sigmoid),
-    "relu": _unary(torch.relu),
-    "silu": _unary(F.silu),
-    "not": _unary(torch.logical_not),
-    "gelu": lambda ins, x: F.gelu(x, approximate=ins.attrs["approximate"]),
-    "softplus": lambda ins, x: F.softplus(x, ins.attrs["beta"], ins.attrs["threshold"]),
-    "convert": lambda ins, x: x.to(_out_dtype(ins)),
-    "add": _binary(torch.add),
-    "sub": _binary(torch.sub),
-    "mul": _binary(torch.mul),
-    "div": _binary(torch.div),
-    "pow": _binary(torch.pow),
-    "maximum": _binary(torch.maximum),
-    "minimum": _binary(torch.minimum),
-    "and": _binary(torch.logical_and),
-    "or": _binary(torch.logical_or),
-    "cmp": lambda ins, a, b: _CMP[ins.attrs["predicate"]](a, b),
-    "where": lambda ins, c, a, b: torch.where(c, a, b),
-    "matmul": _matmul,
-    "attention": _attention,
-    "reduce": _reduce,
-    "argmax": lambda ins, x: torch.argmax(x, ins.attrs["dim"]),
-    "cumsum": lambda ins, x: torch.cumsum(x, ins.attrs["dim"], dtype=_out_dtype(ins)),
-    "softmax": lambda ins, x: torch.softmax(x, ins.attrs["dim"]),
-    "layer_norm": _layer_norm,
-    "rms_norm": _rms_norm,
-    "reshape": lambda ins, x: x.reshape(_shape(ins)),
-    "transpose": lambda ins, x: x.permute(ins.attrs["permutation"]),
-    "broadcast": lambda ins, x: x.expand(_shape(ins)),
-    "slice": _slice,
-    "concat": lambda ins, a, b: torch.cat((a, b), ins.attrs["dim"]),
-    "embedding": lambda ins, w, idx: F.embedding(idx, w),
-    "index": _index,
-    "depthwise_conv1d": _conv,
-    "selective_scan": _scan,
-    # -- placement and fabric ops (compiler/passes): moves keep the value, reduce sums partials
-    "weight_tiles": lambda ins, w: w,
-    "fabric_broadcast": lambda ins, x: x,
-    "fabric_shift": lambda ins, x: x,
-    "fabric_stream": lambda ins, x: x,
-    "host_transfer": lambda ins, x: x,
-    "tile_matmul": _tile_matmul,
-    "fabric_reduce": lambda ins, partials: partials.sum(0),
-}
+KERNELS: OpTable[Kernel] = OpTable(
+    "reference",
+    {
+        "constant": lambda ins: constant_tensor(ins.attrs["value"], ins.result_specs[0]),
+        "iota": _iota,
+        "neg": _unary(torch.neg),
+        "exp": _unary(torch.exp),
+        "log": _unary(torch.log),
+        "log1p": _unary(torch.log1p),
+        "sqrt": _unary(torch.sqrt),
+        "rsqrt": _unary(torch.rsqrt),
+        "reciprocal": _unary(torch.reciprocal),
+        "abs": _unary(torch.abs),
+        "sin": _unary(torch.sin),
+        "cos": _unary(torch.cos),
+        "tanh": _unary(torch.tanh),
+        "erf": _unary(torch.erf),
+        "sigmoid": _unary(torch.sigmoid),
+        "relu": _unary(torch.relu),
+        "silu": _unary(F.silu),
+        "not": _unary(torch.logical_not),
+        "gelu": lambda ins, x: F.gelu(x, approximate=ins.attrs["approximate"]),
+        "softplus": lambda ins, x: F.softplus(x, ins.attrs["beta"], ins.attrs["threshold"]),
+        "convert": lambda ins, x: x.to(_out_dtype(ins)),
+        "add": _binary(torch.add),
+        "sub": _binary(torch.sub),
+        "mul": _binary(torch.mul),
+        "div": _binary(torch.div),
+        "pow": _binary(torch.pow),
+        "maximum": _binary(torch.maximum),
+        "minimum": _binary(torch.minimum),
+        "and": _binary(torch.logical_and),
+        "or": _binary(torch.logical_or),
+        "cmp": lambda ins, a, b: _CMP[ins.attrs["predicate"]](a, b),
+        "where": lambda ins, c, a, b: torch.where(c, a, b),
+        "matmul": _matmul,
+        "attention": _attention,
+        "reduce": _reduce,
+        "argmax": lambda ins, x: torch.argmax(x, ins.attrs["dim"]),
+        "cumsum": lambda ins, x: torch.cumsum(x, ins.attrs["dim"], dtype=_out_dtype(ins)),
+        "softmax": lambda ins, x: torch.softmax(x, ins.attrs["dim"]),
+        "layer_norm": _layer_norm,
+        "rms_norm": _rms_norm,
+        "reshape": lambda ins, x: x.reshape(_shape(ins)),
+        "transpose": lambda ins, x: x.permute(ins.attrs["permutation"]),
+        "broadcast": lambda ins, x: x.expand(_shape(ins)),
+        "slice": _slice,
+        "concat": lambda ins, a, b: torch.cat((a, b), ins.attrs["dim"]),
+        "embedding": lambda ins, w, idx: F.embedding(idx, w),
+        "index": _index,
+        "depthwise_conv1d": _conv,
+        "selective_scan": _scan,
+        # -- placement and fabric ops (compiler/passes): moves keep the value, reduce sums partials
+        "weight_tiles": lambda ins, w: w,
+        "fabric_broadcast": lambda ins, x: x,
+        "fabric_shift": lambda ins, x: x,
+        "fabric_stream": lambda ins, x: x,
+        "host_transfer": lambda ins, x: x,
+        "tile_matmul": _tile_matmul,
+        "fabric_reduce": lambda ins, partials: partials.sum(0),
+    },
+)
 
 
 def execute(
@@ -216,7 +220,7 @@ def execute(
             name = ins.attrs["sym_name"]
             if name not in weights:
                 raise ExecutionError(f"weight {name!r} is missing from the weights given")
-            results = (weights[name],)
+            results: tuple[torch.Tensor, ...] = (weights[name],)
         else:
             args = [None if v is None else env[v] for v in ins.operands]
             out = KERNELS[ins.op](ins, *args)

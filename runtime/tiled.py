@@ -17,13 +17,14 @@ The image holds `width x height x usable SRAM` bytes: this is for small grids (t
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from core.errors import SimulationError
+from core.ops import OpTable
 from core.target import Target
 from runtime.program import Instruction, Program
 from runtime.reference import KERNELS
@@ -123,6 +124,21 @@ def _gather(wafer: Wafer, ins: Instruction) -> torch.Tensor:
 # ---------------------------------------------------------------------------- loading
 
 
+def _operand(ins: Instruction, index: int) -> int:
+    """The value id of a required operand."""
+    value = ins.operands[index]
+    if value is None:
+        raise SimulationError(f"wse.{ins.op} ({ins.node}) lacks its operand {index}")
+    return value
+
+
+def _tensor(value: object) -> torch.Tensor:
+    """A program output: a tensor, never a weight's bare name."""
+    if not isinstance(value, torch.Tensor):
+        raise SimulationError(f"a program output is {value!r}, not a tensor")
+    return value
+
+
 def _params(program: Program) -> dict[int, str]:
     return {i.results[0]: i.attrs["sym_name"] for i in program.instructions if i.op == "param"}
 
@@ -142,7 +158,7 @@ def load(program: Program, weights: Mapping[str, torch.Tensor], target: Target) 
     for ins in program.instructions:
         if ins.op != "weight_tiles":
             continue
-        name = names[ins.operands[0]]
+        name = names[_operand(ins, 0)]
         if name not in weights:
             raise SimulationError(f"weight {name!r} is missing from the weights given")
         weight = weights[name].detach().cpu()
@@ -204,21 +220,17 @@ class _Run:
         self.defs: dict[int, Instruction] = {}
         self.partials: dict[int, tuple[torch.Tensor, list[int]]] = {}
         self.program = program
-        self.handlers = {
-            "weight_tiles": self._weight_tiles,
-            "tile_matmul": self._tile_matmul,
-            "fabric_reduce": self._fabric_reduce,
-        }
 
     def execute(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         env: dict[int, object] = dict(enumerate(inputs))
         for ins in self.program.instructions:
             args = [None if v is None else env[v] for v in ins.operands]
-            handler = self.handlers.get(ins.op)
+            handler = HANDLERS.get(ins.op)
+            out: object
             if ins.op == "param":
                 out = _Weight(ins.attrs["sym_name"])
             elif handler is not None:
-                out = handler(ins, *args)
+                out = handler(self, ins, *args)
             else:
                 weight = next((a for a in args if isinstance(a, _Weight)), None)
                 if weight is not None:
@@ -230,7 +242,7 @@ class _Run:
             env.update(zip(ins.results, results, strict=True))
             for r in ins.results:
                 self.defs[r] = ins
-        return [env[v] for v in self.program.outputs]
+        return [_tensor(env[v]) for v in self.program.outputs]
 
     def _weight_tiles(self, ins: Instruction, weight: _Weight) -> torch.Tensor:
         if ins.attrs["home"] == "external":
@@ -238,7 +250,7 @@ class _Run:
         return _gather(self.wafer, ins)
 
     def _producer(self, ins: Instruction, index: int, op: str) -> Instruction:
-        source = self.defs.get(ins.operands[index])
+        source = self.defs.get(_operand(ins, index))
         if source is None or source.op != op:
             raise SimulationError(f"operand {index} of {ins.op} must come from wse.{op}")
         return source
@@ -280,7 +292,7 @@ class _Run:
         return torch.stack([_columns(p, shape[-1], shape[1:]) for p in partials])
 
     def _fabric_reduce(self, ins: Instruction, partials_value) -> torch.Tensor:
-        partials, (_, gy, _, _) = self.partials[ins.operands[0]]
+        partials, (_, gy, _, _) = self.partials[_operand(ins, 0)]
         _, y, _, h = ins.attrs["region"]
         rows = [row - gy for row in range(y, y + h) if 0 <= row - gy < partials.shape[0]]
         if not rows:
@@ -324,6 +336,18 @@ class _Run:
         m = math.prod(shape[:-1])
         result = out.movedim(2, 1).reshape(q * mb, -1)[:m, : shape[-1]].reshape(shape)
         return result if bias is None else result + bias
+
+
+# The ops whose tile-level dataflow this executor follows; every other op runs its reference
+# kernel on whole tensors (the reasons are in `core.ops`).
+HANDLERS: OpTable[Callable[..., torch.Tensor]] = OpTable(
+    "tiled",
+    {
+        "weight_tiles": _Run._weight_tiles,
+        "tile_matmul": _Run._tile_matmul,
+        "fabric_reduce": _Run._fabric_reduce,
+    },
+)
 
 
 def run(program: Program, wafer: Wafer, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -12,6 +12,6 @@ from compiler.lowering import (  # noqa: F401  (importing registers the rules)
     shape,
 )
 from compiler.lowering.driver import lower
-from compiler.lowering.registry import RULES, op_name
+from compiler.lowering.registry import RULES, op_name, supported_ops
 
-__all__ = ["RULES", "lower", "op_name"]
+__all__ = ["RULES", "lower", "op_name", "supported_ops"]

@@ -196,7 +196,8 @@ def _apply(rule, lowering: LoweringContext, node: fx.Node):
 
 def _outputs(ep: ExportedProgram, lowering: LoweringContext):
     output_node = next(n for n in ep.graph.nodes if n.op == "output")
-    results, outputs = [], []
+    results: list[ir.Value] = []
+    outputs: list = []
     for arg, spec in zip(output_node.args[0], ep.graph_signature.output_specs, strict=True):
         if spec.kind != OutputKind.USER_OUTPUT:
             raise UnsupportedOperatorError(

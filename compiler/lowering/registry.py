@@ -34,6 +34,13 @@ def op_name(target) -> str:
     return name or str(target)
 
 
+def supported_ops() -> dict[str, str]:
+    """Every ATen op overload with a lowering rule, by name, with its rule family."""
+    return {
+        op_name(t): rule.family for t, rule in sorted(RULES.items(), key=lambda i: op_name(i[0]))
+    }
+
+
 def register(*targets, check: Check | None = None):
     """Decorator registering `fn` as the rule for each target; a second registration fails."""
 

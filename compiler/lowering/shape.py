@@ -35,8 +35,8 @@ def transpose(ctx: LoweringContext, x, permutation: list[int]):
 
 @register(aten.permute.default)
 def _permute(ctx: LoweringContext, node: fx.Node):
-    rank = len(node.args[1])
-    return transpose(ctx, ctx.value(node.args[0]), [d % rank for d in node.args[1]])
+    dims = [int(d) for d in node.args[1]]
+    return transpose(ctx, ctx.value(node.args[0]), [d % len(dims) for d in dims])
 
 
 @register(aten.expand.default)
@@ -83,7 +83,7 @@ def _split(ctx: LoweringContext, node: fx.Node):
     dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
     dim %= len(x.meta["val"].shape)
     pieces, start = [], 0
-    for size in sizes:
+    for size in map(int, sizes):
         pieces.append(slice_along(ctx, ctx.value(x), dim, start, start + size))
         start += size
     return tuple(pieces)

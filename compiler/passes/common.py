@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from compiler.mlir import i64_attr, int_list_attr, ir, shape_of, str_attr
 from core import dtypes
+from core import ops as core_ops
 from core.errors import PlacementError
 from core.geometry import Rect
 from core.target import Target
@@ -236,41 +238,12 @@ def matmul_rows(value) -> int:
 
 
 def flops(op) -> int:
-    """Floating-point operations of one op, from shapes (multiply-add = 2)."""
-    name = kind(op)
-    if name in (
-        "param",
-        "constant",
-        "iota",
-        "reshape",
-        "transpose",
-        "broadcast",
-        "slice",
-        "concat",
-    ):
-        return 0
-    if name.startswith("fabric_") or name in ("weight_tiles", "host_transfer"):
-        return 0
-    if not op.results:
-        return 0
-    out = math.prod(shape_of(op.results[0]))
-    if name == "matmul":
-        return 2 * out * shape_of(op.operands[0])[-1]
-    if name == "tile_matmul":
-        return 2 * math.prod(shape_of(op.operands[0])) * shape_of(op.results[0])[-1]
-    if name == "attention":
-        q, v = shape_of(op.operands[0]), shape_of(op.operands[2])
-        return 2 * math.prod(q[:-1]) * v[-2] * (q[-1] + v[-1]) + 5 * math.prod(q[:-1]) * v[-2]
-    if name == "selective_scan":
-        b, d, length = shape_of(op.operands[0])
-        return 9 * b * d * length * shape_of(op.operands[2])[-1]
-    if name == "depthwise_conv1d":
-        return 2 * out * shape_of(op.operands[1])[-1]
-    if name in ("softmax", "layer_norm", "rms_norm"):
-        return 5 * out
-    if name in ("reduce", "cumsum", "argmax"):
-        return math.prod(shape_of(op.operands[0]))
-    return out
+    """Floating-point operations of one op, from shapes (the registry's count, `core.ops`)."""
+    return core_ops.flops(
+        kind(op),
+        [shape_of(v) for v in op.operands],
+        [shape_of(r) for r in op.results],
+    )
 
 
 # ---------------------------------------------------------------------------- SRAM map
@@ -313,7 +286,8 @@ def sram_map(module: ir.Module, width: int, height: int) -> np.ndarray:
 def weight_consumers(param, readers: dict) -> list:
     """Ops reading `param` through any chain of weight views, paired with the view path
     (the view ops between the param and the consumer), in program order."""
-    found, frontier = [], [(param, [])]
+    found: list = []
+    frontier: list[tuple[Any, list]] = [(param, [])]
     while frontier:
         op, path = frontier.pop()
         for user in readers.get(op.results[0], ()):

@@ -61,6 +61,7 @@ class InsertStreams:
             stage = get_int(op, "stage")
             for value in dict.fromkeys(op.operands):
                 source = producer(value)
+                key: tuple
                 if source is None:
                     key = (value, regions[stage])
                 elif kind(source) == "param" or ctx.mode == "streaming":
@@ -82,13 +83,13 @@ class InsertStreams:
                 source = producer(value)
                 stage = 0 if source is None else get_int(source, "stage")
                 region = regions[stage] if source is None else region_of(source)
-                state = index > 0 and is_float(value)
+                is_state = index > 0 and is_float(value)
                 with ir.InsertionPoint(terminator), terminator.location:
                     out = wse.HostTransferOp(
                         input=value,
                         region=int_list_attr(region),
                         direction=str_attr("out"),
-                        kind=str_attr("state" if state else "data"),
+                        kind=str_attr("state" if is_state else "data"),
                         result=value.type,
                     )
                 set_int(out, "stage", stage)

@@ -8,6 +8,7 @@
 and returns a `PlacementPlan` with the placed module and its report. `mode="auto"` tries
 pipelined and falls back to streaming when the model does not fit, saying why.
 `print_after=("tile-weights",)` (or `"all"`) prints the IR after those passes.
+`run_passes` runs any list of passes on a parsed module (`python -m compiler.opt` uses it).
 """
 
 from __future__ import annotations
@@ -108,6 +109,29 @@ def place(
     return plan
 
 
+def run_passes(
+    module: ir.Module,
+    steps: list,
+    ctx: PassContext,
+    print_after: Collection[str] = (),
+    file: TextIO | None = None,
+) -> dict[str, float]:
+    """Run `steps` in order on `module` (inside its context), print the IR after those named in
+    `print_after`, then verify it. Returns the seconds each pass and the verifier took."""
+    seconds = {}
+    for step in steps:
+        clock = time.perf_counter()
+        step.run(module, ctx)
+        seconds[step.name] = time.perf_counter() - clock
+        if step.name in print_after:
+            print(f"// -----// IR Dump After {step.name} //----- //", file=file or sys.stdout)
+            print(print_module(module), file=file or sys.stdout)
+    clock = time.perf_counter()
+    module.operation.verify()
+    seconds["verify"] = time.perf_counter() - clock
+    return seconds
+
+
 def _run(text, target, mode, reason, options, print_after, file) -> PlacementPlan:
     from compiler.placement_report import PlacementReport  # it reads modules with the pass helpers
 
@@ -117,19 +141,9 @@ def _run(text, target, mode, reason, options, print_after, file) -> PlacementPla
     context = new_context()
     module = parse_module(text, context)
     seconds = {"parse": time.perf_counter() - clock}
-    ctx = PassContext(target, mode)
     with context, ir.Location.unknown():
         set_module_attr(module, "wse.placement", placement_attr(target, mode))
-        for step in passes(options):
-            clock = time.perf_counter()
-            step.run(module, ctx)
-            seconds[step.name] = time.perf_counter() - clock
-            if step.name in print_after:
-                print(f"// -----// IR Dump After {step.name} //----- //", file=file or sys.stdout)
-                print(print_module(module), file=file or sys.stdout)
-        clock = time.perf_counter()
-        module.operation.verify()
-        seconds["verify"] = time.perf_counter() - clock
+        seconds |= run_passes(module, passes(options), PassContext(target, mode), print_after, file)
         clock = time.perf_counter()
         report = PlacementReport.from_module(module, target, reason, seconds)
         seconds["report"] = time.perf_counter() - clock

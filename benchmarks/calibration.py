@@ -8,7 +8,7 @@ in `simulator/calibration.json` under "last_result", where `wafersim` reads it.
 
 Kernel-level points build task graphs with `simulator.kernels`; the model-level point compiles
 the real `llama-8b` decode program (about 40 s), places it on 420x420 PEs and simulates it with
-`simulator.model.simulate_phase`: a check on the translation, not fitted.
+`simulator.phases.simulate_decode`: a check on the translation, not fitted.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import itertools
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +24,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from core.geometry import Rect
-from core.target import load_target  # noqa: E402
-from simulator.cost import CALIBRATION_PATH, Calibration, CostModel, load_calibration  # noqa: E402
-from simulator.engine import GraphBuilder, simulate  # noqa: E402
-from simulator.kernels import LLAMA3_8B, decode_layer, simulate_kernel  # noqa: E402
-from simulator.model import confine, simulate_phase  # noqa: E402
+from core.target import load_target
+from simulator.cost import CALIBRATION_PATH, Calibration, CostModel, load_calibration
+from simulator.engine import GraphBuilder, simulate
+from simulator.kernels import LLAMA3_8B, decode_layer, simulate_kernel
+from simulator.phases import PlacementCache, SimOptions, simulate_decode
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "calibration.md"
 TARGET = "wse2"
@@ -40,6 +37,8 @@ GEMV_SIZE, GEMV_GRID = 16384, (720, 720)
 GEMM_SIZE, GEMM_GRID = 8640, (720, 720)
 DECODE_GRID, DECODE_KV_LEN, DECODE_LAYERS = (420, 420), 4096, 32
 FIT_GRID = {"vector_op_overhead_cycles": range(0, 4), "task_start_cycles": range(0, 151, 5)}
+# The llama-8b decode placement, compiled once and reused by every calibration tried.
+PLACEMENTS = PlacementCache()
 
 
 @dataclass(frozen=True)
@@ -80,15 +79,15 @@ def _model_decode_layer(cal: Calibration) -> float:
     on 420x420 PEs of WSE-2: from the end of the embedding to the end of the last decoder
     layer, over the layers. The 8B weights do not fit 420x420 PEs, so the placement streams
     them; WaferLLM holds them in SRAM, so they count as resident (no external traffic)."""
-    phase = simulate_phase(
-        "llama-8b",
-        "decode",
-        confine(TARGET, DECODE_GRID),
+    options = SimOptions(
+        TARGET,
         seq=DECODE_KV_LEN - 1,
-        cache=DECODE_KV_LEN,
+        decode_steps=1,
+        grid=DECODE_GRID,
         calibration=cal,
         resident_weights=True,
     )
+    phase = simulate_decode("llama-8b", options, PLACEMENTS)
     layers = [
         layer for layer in phase.sim.layers if any(p.isdigit() for p in layer.name.split("."))
     ]

@@ -9,36 +9,25 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import models
+from compiler import frontend
+from compiler.lowering import lower
+from compiler.mlir import print_module
+from compiler.serialize import to_program
 
-import models  # noqa: E402
-from compiler import frontend  # noqa: E402
-from compiler.lowering import lower  # noqa: E402
-from compiler.mlir import print_module  # noqa: E402
-from compiler.serialize import to_program  # noqa: E402
+HF_KWARGS = {"use_cache": False}
 
 
 def hf_gpt2_small():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config()).eval()
-    return model, (torch.randint(0, 50257, (1, 128)),), {"use_cache": False}
+    return models.build_hf("gpt2-small"), models.example_inputs("gpt2-small", seq=128), HF_KWARGS
 
 
 def hf_mamba_130m():
-    from transformers import MambaConfig, MambaForCausalLM
-
-    torch.manual_seed(0)
-    config = MambaConfig(hidden_size=768, num_hidden_layers=24, vocab_size=50280)
-    model = MambaForCausalLM(config).eval()
-    return model, (torch.randint(0, 50280, (1, 1024)),), {"use_cache": False}
+    return models.build_hf("mamba-130m"), models.example_inputs("mamba-130m", seq=1024), HF_KWARGS
 
 
 def llama_8b_meta():

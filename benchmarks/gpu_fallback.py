@@ -2,18 +2,23 @@
 
 Two phases, because the GPU machine has no torch-mlir (so no `compiler`):
 
-    PYTHONPATH=. python benchmarks/gpu_fallback.py prepare --out artifacts/gpu [--quick]
+    python benchmarks/gpu_fallback.py prepare --out artifacts/gpu [--quick]
     PYTHONPATH=. python benchmarks/gpu_fallback.py run --artifacts artifacts/gpu \
         [--device cuda|cpu] [--repeat N] [--only CASE ...] [--quick]
 
-`prepare` compiles every case and writes `CASE/program.json` and `CASE/manifest.json` plus an
-`index.json`, all without weights (GPT-2-small alone is ~500 MB in fp32). `run` imports neither
-`compiler` nor `torch_mlir`: it rebuilds each model from its config with the same seed, checks the
-state_dict's sha256 against the one `prepare` recorded, and binds the eager model's own tensors
-to the program by state_dict name, so eager and Wafer always read identical weights. It prints
-median latencies, max errors against eager and against a float64 copy of the model, and a
-summary of the goals. Exit status 1 when an eager or Wafer run fails or an output differs grossly
-from eager while being further than eager from float64 (see TOL, GROSS).
+(`PYTHONPATH=.` where the project is not pip-installed, as on the GPU host.)
+
+`prepare` compiles every case and saves it as a runtime artifact (`CompiledModule.save`) in
+`CASE/`, plus an `index.json` of the cases; it then deletes each `weights.safetensors`
+(GPT-2-small alone is ~500 MB in fp32), keeping its sha256 in the artifact's manifest. `run`
+imports neither `compiler` nor `torch_mlir`: it rebuilds each model with the same seed from
+the models registry (`models.build`, or `models.build_hf` for the Hugging Face twin), writes
+the program's weights from the model's state_dict into a copy of the artifact, and loads it with
+`runtime.load(..., runtime="jax")`, which checks them against the sha256 `prepare` recorded; so
+eager and Wafer read identical weights. It prints median latencies, errors against eager and
+against a float64 copy of the model (`core.numerics.output_error`), and a summary of the goals.
+Exit status 1 when an eager or Wafer run fails or an output differs grossly from eager while
+being further than eager from float64 (see `core.numerics`, ILL_COND).
 """
 
 from __future__ import annotations
@@ -21,44 +26,44 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import hashlib
+import itertools
 import json
 import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torch.utils import _pytree as pytree
+
+import models
+import runtime
+from core.errors import ArtifactError
+from core.numerics import GROSS_OUTPUT_ERRORS, OUTPUT_TOLERANCES, output_error
+from runtime import artifact
+from runtime.program import Program
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX shares the GPU with torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from configs; the GPU host is offline
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils import _pytree as pytree  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import models  # noqa: E402
-from runtime.program import Program, Signature  # noqa: E402
-
-FORMAT = 1
 SEED = 0  # model weights
 INPUT_SEED = 1  # token ids
 DECODE_STEPS = {False: 64, True: 8}
 MEASURE_BUDGET_S = 5.0  # per measurement, warm-up included; at least one timed run
 SLOW_CALL_S = 1.0  # a first call slower than this gets no second warm-up
-# Max |x - eager| / max(1, |eager|): expected at most TOL, a failure above GROSS unless x is at
+# An error (`output_error` against eager) above GROSS_OUTPUT_ERRORS is a mismatch unless x is at
 # most ILL_COND times further than eager from a float64 run ("ill-cond": the model amplifies
 # rounding; the randomly initialised HF Mamba-130M's residual stream reaches ~1e3, and its fp32
 # eager logits are ~6e-3 from float64 at seq 512 on the CPU).
-TOL = {"float32": 1e-4, "bfloat16": 5e-2}
-GROSS = {"float32": 1e-2, "bfloat16": 5e-1}
 ILL_COND = 4.0
 EAGER, COMPILE, WAFER = "eager", "torch.compile", "wafer jax"
-REF_MODELS = {"ref-gpt2": ("gpt2-small", "tiny-gpt2"), "ref-mamba": ("mamba-130m", "tiny-mamba")}
 
 
 # ---------------------------------------------------------------------------- models and cases
@@ -66,8 +71,9 @@ REF_MODELS = {"ref-gpt2": ("gpt2-small", "tiny-gpt2"), "ref-mamba": ("mamba-130m
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmarked graph. `kind` is "hf" (`model(ids, use_cache=False)`), "prefill" or
-    "decode" (the reference model's graphs); `seq` is the prompt length, or decode steps."""
+    """One benchmarked graph of the registered model `model`. `kind` is "hf" (its Hugging Face
+    twin, `model(ids, use_cache=False)`), "prefill" or "decode" (the reference model's graphs);
+    `seq` is the prompt length, or decode steps."""
 
     name: str
     label: str
@@ -78,7 +84,11 @@ class Case:
 
     @property
     def model_key(self) -> str:
-        return f"{self.model}/{self.dtype}"
+        return f"{'hf' if self.kind == 'hf' else 'ref'}:{self.model}/{self.dtype}"
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
 
 
 def cases(quick: bool) -> list[Case]:
@@ -88,69 +98,42 @@ def cases(quick: bool) -> list[Case]:
     n = DECODE_STEPS[quick]
     f32 = "float32"
     return [
-        Case("gpt2-fp32", f"{gpt2} HF fp32 seq{g}", "hf-gpt2", f32, "hf", g),
-        Case("gpt2-bf16", f"{gpt2} HF bf16 seq{g}", "hf-gpt2", "bfloat16", "hf", g),
+        Case("gpt2-fp32", f"{gpt2} HF fp32 seq{g}", gpt2, f32, "hf", g),
+        Case("gpt2-bf16", f"{gpt2} HF bf16 seq{g}", gpt2, "bfloat16", "hf", g),
+        *(Case(f"mamba-hf-{s}", f"{mamba} HF seq{s}", mamba, f32, "hf", s) for s in (short, long)),
         *(
-            Case(f"mamba-hf-{s}", f"{mamba} HF seq{s}", "hf-mamba", f32, "hf", s)
+            Case(f"mamba-ref-{s}", f"{mamba} ref seq{s}", mamba, f32, "prefill", s)
             for s in (short, long)
         ),
-        *(
-            Case(f"mamba-ref-{s}", f"{mamba} ref seq{s}", "ref-mamba", f32, "prefill", s)
-            for s in (short, long)
-        ),
-        Case("mamba-decode", f"{mamba} ref decode x{n}", "ref-mamba", f32, "decode", n),
-        Case("gpt2-decode", f"{gpt2} ref decode x{n}", "ref-gpt2", f32, "decode", n),
+        Case("mamba-decode", f"{mamba} ref decode x{n}", mamba, f32, "decode", n),
+        Case("gpt2-decode", f"{gpt2} ref decode x{n}", gpt2, f32, "decode", n),
     ]
 
 
-def build_model(name: str, dtype: str, quick: bool) -> nn.Module:
-    """The eager model `name`, seeded with SEED, on the CPU in eval mode."""
-    torch.manual_seed(SEED)
-    if name == "hf-gpt2":
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        tiny = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=64)
-        tiny.update(bos_token_id=0, eos_token_id=0)
-        model = GPT2LMHeadModel(GPT2Config(**tiny) if quick else GPT2Config())
-    elif name == "hf-mamba":
-        from transformers import MambaConfig, MambaForCausalLM
-
-        width, layers, vocab = (64, 2, 256) if quick else (768, 24, 50280)
-        config = MambaConfig(hidden_size=width, num_hidden_layers=layers, vocab_size=vocab)
-        model = MambaForCausalLM(config)
-    else:
-        model = models.build(REF_MODELS[name][quick])
-    return model.to(getattr(torch, dtype)).eval()
+def by_model(selected: list[Case]) -> Iterator[list[Case]]:
+    """`selected` in runs of cases that share one model, so each run builds it once."""
+    return (list(run) for _, run in itertools.groupby(selected, key=lambda c: c.model_key))
 
 
-def state_sha256(model: nn.Module) -> str:
-    """sha256 over the state_dict's names, dtypes, shapes and bytes."""
-    digest = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}:{t.dtype}:{list(t.shape)}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+def build_model(case: Case) -> nn.Module:
+    """The eager model of `case`, seeded with SEED, on the CPU in eval mode."""
+    if case.kind == "hf":
+        return models.build_hf(case.model, dtype=case.torch_dtype, seed=SEED)
+    return models.build(case.model, dtype=case.torch_dtype, seed=SEED)
 
 
 def example(case: Case, model: nn.Module, device: str) -> tuple[nn.Module, tuple, dict]:
-    """(module, args, kwargs) of one call of `case` on `device`."""
-    vocab = model.config.vocab_size
-    gen = torch.Generator().manual_seed(INPUT_SEED)
+    """(module, args, kwargs) of one call of `case` on `device`; decode starts at position 0
+    from the zero state."""
     if case.kind == "decode":
-        ids = torch.randint(vocab, (1, 1), generator=gen).to(device)
-        position = torch.zeros(1, dtype=torch.int64, device=device)
-        return model.decode_module(), (ids, position, *model.init_state(1)), {}
-    ids = torch.randint(vocab, (1, case.seq), generator=gen).to(device)
+        inputs = models.example_inputs(
+            case.model, seq=1, phase="decode", device=device, seed=INPUT_SEED
+        )
+        return model.decode_module(), inputs, {}
+    (ids,) = models.example_inputs(case.model, seq=case.seq, device=device, seed=INPUT_SEED)
     if case.kind == "hf":
         return model, (ids,), {"use_cache": False}
     return model.prefill_module(), (ids,), {}
-
-
-def tensor_inputs(args: tuple, kwargs: dict, signature: Signature) -> list[torch.Tensor]:
-    """The program's inputs: the call's flat leaves that were tensors at export."""
-    flat = pytree.tree_leaves((args, kwargs))
-    return [x for x, keep in zip(flat, signature.input_is_tensor, strict=True) if keep]
 
 
 # ---------------------------------------------------------------------------- prepare
@@ -165,42 +148,44 @@ def prepare(out: Path, quick: bool) -> None:
             sys.exit(f"{out} exists and is not a gpu_fallback artifact directory")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    index = {"format": FORMAT, "quick": quick, "seed": SEED, "models": {}, "cases": []}
     start = time.perf_counter()
-    model, key = None, None
-    for case in cases(quick):
-        if case.model_key != key:
-            model, key = build_model(case.model, case.dtype, quick), case.model_key
-            index["models"][key] = state_sha256(model)
-        module, args, kwargs = example(case, model, "cpu")
-        clock = time.perf_counter()
-        compiled = compiler.compile(module, args, kwargs)
-        seconds = time.perf_counter() - clock
-        names = set(module.state_dict())
-        missing = [p for p in compiled.program.params() if p not in names]
-        if missing:
-            sys.exit(f"{case.name}: program weight {missing[0]!r} is not in the state_dict")
-        folder = out / case.name
-        folder.mkdir()
-        text = json.dumps(compiled.program.to_json()).encode()
-        (folder / "program.json").write_bytes(text)
-        manifest = {
-            "case": asdict(case),
-            "program_sha256": hashlib.sha256(text).hexdigest(),
-            "signature": compiled.signature.to_json(),
-            "weights": len(compiled.program.params()),
-            "compile_s": round(seconds, 2),
-        }
-        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        index["cases"].append(case.name)
-        ops = len(compiled.program.instructions)
-        print(f"{case.name:14} {ops:6} ops  compiled in {seconds:6.1f} s", flush=True)
+    for group in by_model(cases(quick)):
+        model = build_model(group[0])
+        for case in group:
+            module, args, kwargs = example(case, model, "cpu")
+            clock = time.perf_counter()
+            compiled = compiler.compile(module, args, kwargs, target=None)
+            seconds = time.perf_counter() - clock
+            names = set(module.state_dict())
+            missing = [p for p in compiled.program.params() if p not in names]
+            if missing:
+                sys.exit(f"{case.name}: program weight {missing[0]!r} is not in the state_dict")
+            (compiled.save(out / case.name) / artifact.WEIGHTS).unlink()
+            ops = len(compiled.program.instructions)
+            print(f"{case.name:14} {ops:6} ops  compiled in {seconds:6.1f} s", flush=True)
+    index = {"quick": quick, "seed": SEED, "cases": [asdict(c) for c in cases(quick)]}
     (out / "index.json").write_text(json.dumps(index, indent=1))
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {out} ({size / 2**20:.2f} MiB) in {time.perf_counter() - start:.0f} s")
 
 
 # ---------------------------------------------------------------------------- run
+
+
+def load(folder: Path, module: nn.Module) -> runtime.LoadedModule:
+    """The weightless artifact `folder` on the JAX runtime, its weights taken from `module`'s
+    state_dict (`runtime.load` checks them against the sha256 that `prepare` recorded)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = shutil.copytree(folder, Path(scratch) / folder.name)
+        program = Program.from_json(json.loads((path / artifact.PROGRAM).read_text()))
+        state = module.state_dict()
+        weights = {n: state[n].detach().cpu().contiguous().clone() for n in program.params()}
+        save_file(weights, str(path / artifact.WEIGHTS))
+        try:
+            return runtime.load(path, runtime="jax")
+        except ArtifactError as exc:
+            hint = "rebuilt from the seeded model: does this torch build it as prepare's did?"
+            raise ArtifactError(f"{exc} ({artifact.WEIGHTS} is {hint})") from exc
 
 
 @dataclass
@@ -221,11 +206,15 @@ class Row:
     def check(self) -> str:
         if self.err is None:
             return ""
-        if self.err <= TOL[self.case.dtype]:
+        if self.err <= OUTPUT_TOLERANCES[self.case.torch_dtype]:
             return "ok"
-        if self.err <= GROSS[self.case.dtype]:
+        if self.err <= GROSS_OUTPUT_ERRORS[self.case.torch_dtype]:
             return "high"
-        if None not in (self.err64, self.floor) and self.err64 <= ILL_COND * self.floor:
+        if (
+            self.err64 is not None
+            and self.floor is not None
+            and self.err64 <= ILL_COND * self.floor
+        ):
             return "ill-cond"
         return "MISMATCH"
 
@@ -248,24 +237,10 @@ def measure(row: Row, fn: Callable[[], object], sync: Callable[[object], None], 
     return first
 
 
-def max_error(actual: list, expected: list) -> float:
-    """Max |actual - expected| / max(1, |expected|) over all tensor outputs (inf when an integer
-    output or a NaN position differs)."""
-    worst = 0.0
-    for a, e in zip(actual, expected, strict=True):
-        if not isinstance(e, torch.Tensor):
-            continue
-        a = a.to(e.device)
-        if not e.is_floating_point():
-            worst = max(worst, 0.0 if torch.equal(a, e) else float("inf"))
-            continue
-        dtype = torch.float64 if e.dtype == torch.float64 else torch.float32
-        a, e = a.to(dtype), e.to(dtype)
-        if not torch.equal(a.isnan(), e.isnan()):
-            return float("inf")
-        err = ((a - e).abs() / e.abs().clamp(min=1.0)).nan_to_num(0.0)
-        worst = max(worst, err.max().item())
-    return worst
+def max_error(actual, expected) -> float:
+    """The largest `output_error` over the tensor leaves of two outputs of one structure."""
+    pairs = zip(pytree.tree_leaves(actual), pytree.tree_leaves(expected), strict=True)
+    return max(output_error(a, e) for a, e in pairs if isinstance(e, torch.Tensor))
 
 
 def fp64_outputs(module: nn.Module, args: tuple, kwargs: dict) -> list | None:
@@ -282,14 +257,13 @@ class Runner:
 
     def __init__(self, artifacts: Path, device: str, repeat: int):
         import jax
-        import jax.numpy as jnp
 
-        from runtime.jax_runtime import JaxExecutable
-
-        self.jax, self.jnp, self.Executable = jax, jnp, JaxExecutable
+        if device == "cpu":
+            jax.config.update("jax_platforms", "cpu")  # the runtime runs on JAX's first device
+        self.jax = jax
         self.artifacts, self.device, self.repeat = artifacts, device, repeat
         self.index = json.loads((artifacts / "index.json").read_text())
-        self.jax_device = jax.devices("cpu" if device == "cpu" else None)[0]
+        self.jax_device = jax.devices()[0]
         if device == "cuda" and self.jax_device.platform != "gpu":
             sys.exit(f"--device cuda, but JAX sees no GPU (devices: {jax.devices()})")
         self.rows: list[Row] = []
@@ -309,15 +283,13 @@ class Runner:
             f"cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}; "
             f"jax_default_matmul_precision={precision} (Wafer rules pass precision=HIGHEST)"
         )
-        print(f"errors: max |x - eager| / max(1, |eager|); ok <= {TOL}, MISMATCH > {GROSS}")
+        ok, gross = _by_name(OUTPUT_TOLERANCES), _by_name(GROSS_OUTPUT_ERRORS)
+        print(f"errors: max |x - eager| / max(1, |eager|); ok <= {ok}, MISMATCH > {gross}")
 
-    def sync_torch(self, _result) -> None:
+    def sync(self, _result) -> None:
+        """Wait for the device; Wafer's outputs reach torch through DLPack on its stream."""
         if self.device == "cuda":
             torch.cuda.synchronize()
-
-    def to_jax(self, t: torch.Tensor):
-        with self.jax.enable_x64(True):
-            return self.jax.device_put(self.jnp.from_dlpack(t.contiguous()), self.jax_device)
 
     def attempt(self, row: Row, body: Callable[[Row], object], required: bool) -> object:
         """`body(row)`, or None when it fails: the failure is reported on the row (and fails the
@@ -334,69 +306,46 @@ class Runner:
             return None
 
     def run_all(self, only: list[str] | None) -> None:
-        quick = self.index["quick"]
-        unknown = sorted(set(only or ()) - set(self.index["cases"]))
+        known = [Case(**c) for c in self.index["cases"]]
+        unknown = sorted(set(only or ()) - {c.name for c in known})
         if unknown:
-            sys.exit(f"unknown cases {unknown}; the artifacts hold {self.index['cases']}")
-        model, key = None, None
-        for name in self.index["cases"]:
-            if only and name not in only:
-                continue
-            folder = self.artifacts / name
-            manifest = json.loads((folder / "manifest.json").read_text())
-            case = Case(**manifest["case"])
-            text = (folder / "program.json").read_bytes()
-            if hashlib.sha256(text).hexdigest() != manifest["program_sha256"]:
-                sys.exit(f"{folder / 'program.json'}: sha256 differs from the manifest")
-            program = Program.from_json(json.loads(text))
-            signature = Signature.from_json(manifest["signature"])
-            if case.model_key != key:
-                model = key = None
-                gc.collect()
-                if self.device == "cuda":
-                    torch.cuda.empty_cache()
-                model, key = build_model(case.model, case.dtype, quick), case.model_key
-                same = state_sha256(model) == self.index["models"][key]
-                note = "matches prepare" if same else "DIFFERS from prepare (both paths share them)"
-                print(f"{key}: weights sha256 {note}")
-                model.to(self.device)
-            print(f"-- {case.label}", flush=True)
-            with torch.no_grad():
-                if case.kind == "decode":
-                    self.decode(case, model, program)
-                else:
-                    self.forward(case, model, program, signature)
-            self.jax.clear_caches()
+            sys.exit(f"unknown cases {unknown}; the artifacts hold {[c.name for c in known]}")
+        for group in by_model([c for c in known if not only or c.name in only]):
+            gc.collect()  # the previous group's model
+            if self.device == "cuda":
+                torch.cuda.empty_cache()
+            model = build_model(group[0]).to(self.device)
+            for case in group:
+                print(f"-- {case.label}", flush=True)
+                with torch.no_grad():
+                    if case.kind == "decode":
+                        self.decode(case, model)
+                    else:
+                        self.forward(case, model)
+                self.jax.clear_caches()
+            del model
 
-    def forward(self, case: Case, model: nn.Module, program: Program, signature: Signature):
+    def forward(self, case: Case, model: nn.Module):
         """Eager, torch.compile (not for HF Mamba) and Wafer latency of one forward call."""
         module, args, kwargs = example(case, model, self.device)
 
-        def eager(row: Row) -> list:
-            out = measure(row, lambda: module(*args, **kwargs), self.sync_torch, self.repeat)
-            return pytree.tree_leaves(out)
+        def timed(fn: Callable) -> Callable[[Row], object]:
+            return lambda row: measure(row, lambda: fn(*args, **kwargs), self.sync, self.repeat)
 
-        def compiled(row: Row) -> list:
+        def compiled(row: Row) -> object:
             torch._dynamo.reset()
-            fn = torch.compile(module)
-            out = measure(row, lambda: fn(*args, **kwargs), self.sync_torch, self.repeat)
-            return pytree.tree_leaves(out)
+            return timed(torch.compile(module))(row)
 
-        def wafer(row: Row) -> list:
-            exe = self.Executable(program, module.state_dict(), device=self.jax_device)
-            inputs = [self.to_jax(t) for t in tensor_inputs(args, kwargs, signature)]
-            out = measure(
-                row, lambda: exe.run_device(inputs), self.jax.block_until_ready, self.repeat
-            )
-            return signature.flat_outputs([torch.from_dlpack(a) for a in out])
+        def wafer(row: Row) -> object:
+            return timed(load(self.artifacts / case.name, module))(row)
 
         truth = fp64_outputs(module, args, kwargs)
         eager_row = Row(case, EAGER)
-        expected = self.attempt(eager_row, eager, required=True)
+        expected = self.attempt(eager_row, timed(module), required=True)
         if expected is not None and truth is not None:
             eager_row.err64 = max_error(expected, truth)
         impls = [(WAFER, wafer, True)]
-        if case.model != "hf-mamba":
+        if not (case.kind == "hf" and "mamba" in case.model):
             impls.insert(0, (COMPILE, compiled, False))
         for impl, body, required in impls:
             row = Row(case, impl, floor=eager_row.err64)
@@ -406,46 +355,28 @@ class Runner:
             if out is not None and truth is not None:
                 row.err64 = max_error(out, truth)
 
-    def decode(self, case: Case, model: nn.Module, program: Program):
-        """Greedy decode of `case.seq` tokens from an empty state: eager decode module vs the
-        Wafer program with its state kept on the JAX device. Errors are checked with both fed
-        eager's tokens (teacher forcing), so a near-tie cannot make the two paths diverge."""
-        jax, jnp = self.jax, self.jnp
+    def decode(self, case: Case, model: nn.Module):
+        """Greedy decode (`models.generate`) of `case.seq` tokens from the zero state: the eager
+        decode module vs the Wafer program. Errors are checked with both fed eager's tokens
+        (teacher forcing), so a near-tie cannot make the two paths diverge."""
         module, (ids, _, *state), _ = example(case, model, self.device)
         steps = case.seq
-        positions = [torch.tensor([t], device=self.device) for t in range(steps)]
 
-        def eager_loop():
-            token, current = ids, state
-            for position in positions:
-                logits, *current = module(token, position, *current)
-                token = logits[:, -1].argmax(-1, keepdim=True)
-            return token
+        def timed(step: Callable) -> Callable[[], object]:
+            return lambda: models.generate(None, step, ids, steps, init_state=state)
 
         def eager(row: Row) -> None:
-            measure(row, eager_loop, self.sync_torch, self.repeat)
+            measure(row, timed(module), self.sync, self.repeat)
 
         def wafer(row: Row) -> None:
-            exe = self.Executable(program, module.state_dict(), device=self.jax_device)
-            with jax.enable_x64(True):
-                next_token = jax.jit(lambda x: jnp.argmax(x[:, -1], axis=-1, keepdims=True))
-            jax_positions = [self.to_jax(p) for p in positions]
-            jax_state = [self.to_jax(s) for s in state]
-
-            def loop():
-                token, current = self.to_jax(ids), jax_state
-                for position in jax_positions:
-                    logits, *current = exe.run_device([token, position, *current])
-                    with jax.enable_x64(True):
-                        token = next_token(logits)
-                return token
-
-            measure(row, loop, jax.block_until_ready, self.repeat)
-            token, eager_state, wafer_state, errors = ids, state, jax_state, []
-            for position, jax_position in zip(positions, jax_positions, strict=True):
-                expected = list(module(token, position, *eager_state))
-                out = exe.run_device([self.to_jax(token), jax_position, *wafer_state])
-                errors.append(max_error([torch.from_dlpack(a) for a in out], expected))
+            loaded = load(self.artifacts / case.name, module)
+            measure(row, timed(loaded), self.sync, self.repeat)
+            token, eager_state, wafer_state, errors = ids, state, state, []
+            for t in range(steps):
+                position = torch.tensor([t], device=self.device)
+                expected = module(token, position, *eager_state)
+                out = loaded(token, position, *wafer_state)
+                errors.append(max_error(out, expected))
                 eager_state, wafer_state = expected[1:], out[1:]
                 token = expected[0][:, -1].argmax(-1, keepdim=True)
             row.err = max(errors)
@@ -514,6 +445,10 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
     for line in [headers, ["-" * w for w in widths], *rows]:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _by_name(table: dict[torch.dtype, float]) -> dict[str, float]:
+    return {str(dtype).removeprefix("torch."): value for dtype, value in table.items()}
 
 
 def main() -> None:

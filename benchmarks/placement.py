@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import compiler  # noqa: E402
-import models  # noqa: E402
-from compiler.passes import place  # noqa: E402
-from compiler.serialize import to_program  # noqa: E402
+import compiler
+import models
+from compiler.passes import place
+from compiler.serialize import to_program
 
 WORKLOADS = {
     "gpt2-small": ("gpt2-small", torch.float32),

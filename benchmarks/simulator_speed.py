@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.geometry import Rect
-from core.target import load_target  # noqa: E402
-from simulator.cost import CostModel, load_calibration  # noqa: E402
-from simulator.engine import GraphBuilder, simulate  # noqa: E402
-from simulator.kernels import LLAMA3_8B, decode_layer, gemm, gemv  # noqa: E402
-from simulator.model import place_registered, simulate_placed  # noqa: E402
-from simulator.trace import breakdown, busiest_links, chrome_trace  # noqa: E402
+from core.target import load_target
+from simulator.cost import CostModel, load_calibration
+from simulator.engine import GraphBuilder, simulate
+from simulator.kernels import LLAMA3_8B, decode_layer, gemm, gemv
+from simulator.phases import PlacementCache, PlacementKey, simulate_placed
+from simulator.trace import breakdown, busiest_links, chrome_trace
 
 
 def _gemv_full_wafer(b: GraphBuilder, cm: CostModel) -> Rect:
@@ -122,10 +118,10 @@ def _models(repeat: int) -> None:
     )
     for name, (model, phase, seq, cache, target) in MODEL_CASES.items():
         tgt = load_target(target)
-        program, report, compile_s = place_registered(
-            model, phase, seq, cache, 1, tgt, "auto", "fp16"
-        )
-        stages = [layer.name for layer in report.layers]
+        key = PlacementKey(model, phase, seq, cache, 1, tgt, "auto", "fp16")
+        placement = PlacementCache().place(key)
+        program, compile_s = placement.program, placement.compile_seconds
+        stages = [layer.name for layer in placement.report.layers]
         simulate_s, result = _time(
             lambda p=program, t=tgt, s=stages: simulate_placed(p, t, dtype="fp16", stage_names=s),
             repeat,

@@ -44,7 +44,7 @@ class LayerReport:
 
     stage: int
     name: str
-    region: tuple[int, int, int, int]
+    region: tuple[int, ...]
     weight_bytes: int = 0
     weight_tile_bytes: int = 0
     state_bytes: int = 0
@@ -96,7 +96,7 @@ class PlacementReport:
                 zip(stage_names(module), stage_regions(module), strict=True)
             )
         ]
-        totals = Counter()
+        totals: Counter[str] = Counter()
         comm: dict = {"reduce_algorithms": Counter(), "stream_hops": 0}
         ops = body_ops(module)
         workspace: dict[tuple, list[int]] = {}

@@ -4,7 +4,8 @@ The exported FX graph (core ATen, the model's own weights) is run eagerly node b
 reference, in the model's dtype (`reference="eager"`) or upcast to float64 (`"fp64"`). The
 compiled program runs in two modes: *isolated* (every op is fed the reference values of its
 inputs, so an error shows at the op that makes it) and *accumulated* (the program's own
-values flow, as in a real run). Tolerances are in `docs/numerics.md`.
+values flow, as in a real run). Tolerances and error metrics are in `core.numerics`, explained
+in `docs/numerics.md`.
 """
 
 from __future__ import annotations
@@ -20,26 +21,9 @@ from torch.export.graph_signature import InputKind
 
 from compiler.lowering.driver import describe_location
 from compiler.lowering.registry import op_name
+from core.numerics import ACCUMULATED_FACTOR, OP_TOLERANCES, mantissa_bits, op_error
 from runtime import reference
 from runtime.program import Instruction, Program
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """`|actual - expected| <= rtol * |expected| + atol * max|expected|`, elementwise."""
-
-    rtol: float
-    atol: float
-
-
-TOLERANCES: dict[torch.dtype, Tolerance] = {
-    torch.float64: Tolerance(1e-10, 1e-12),
-    torch.float32: Tolerance(1e-4, 1e-5),
-    torch.float16: Tolerance(4e-3, 2e-3),
-    torch.bfloat16: Tolerance(3e-2, 1.6e-2),
-}
-ACCUMULATED_FACTOR = 8  # accumulated values carry the rounding of every op before them
-_MANTISSA_BITS = {torch.float64: 52, torch.float32: 23, torch.float16: 10, torch.bfloat16: 7}
 
 
 @dataclass(frozen=True)
@@ -106,33 +90,6 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def compare(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, factor: float = 1):
-    """(max abs, max rel, max ULP-of-dtype error, passed) of `actual` against `expected`."""
-    if not expected.dtype.is_floating_point and not actual.dtype.is_floating_point:
-        wrong = int((actual != expected).sum())
-        return float(wrong), float(wrong), float(wrong), wrong == 0
-    a, e = actual.double(), expected.double()
-    nan_ok = torch.equal(a.isnan(), e.isnan())
-    inf = e.isinf()
-    inf_ok = torch.equal(a[inf], e[inf])
-    finite = e.isfinite() & a.isfinite()
-    a, e = a[finite], e[finite]
-    if e.numel() == 0:
-        return 0.0, 0.0, 0.0, nan_ok and inf_ok
-    err = (a - e).abs()
-    tol = TOLERANCES.get(dtype, TOLERANCES[torch.float32])
-    scale = e.abs().max().item()
-    bound = factor * (tol.rtol * e.abs() + tol.atol * max(scale, 1e-30))
-    bits = _MANTISSA_BITS.get(dtype, 23)
-    ulp = torch.exp2(torch.floor(torch.log2(e.abs().clamp(min=2.0**-126))) - bits)
-    return (
-        err.max().item(),
-        (err / e.abs().clamp(min=1e-30)).max().item(),
-        (err / ulp).max().item(),
-        bool(nan_ok and inf_ok and (err <= bound).all()),
-    )
-
-
 _ASSERTIONS = (
     torch.ops.aten._assert_tensor_metadata.default,
     torch.ops.aten._assert_scalar.default,
@@ -171,9 +128,9 @@ def _least_precise(nodes: list[fx.Node]) -> torch.dtype:
     dtypes = [
         n.meta["val"].dtype
         for n in nodes
-        if isinstance(n.meta.get("val"), torch.Tensor) and n.meta["val"].dtype in _MANTISSA_BITS
+        if isinstance(n.meta.get("val"), torch.Tensor) and n.meta["val"].dtype in OP_TOLERANCES
     ]
-    return min(dtypes, key=_MANTISSA_BITS.get, default=torch.float32)
+    return min(dtypes, key=mantissa_bits, default=torch.float32)
 
 
 def reference_values(
@@ -249,7 +206,7 @@ def verify_program(
                 if mode == "isolated"
                 else model_precision
             )
-            abs_err, rel_err, ulp_err, ok = compare(actual, expected, precision, factor)
+            abs_err, rel_err, ulp_err, ok = op_error(actual, expected, precision, factor)
             mode_rows.append(
                 OpRow(
                     node.name,

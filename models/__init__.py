@@ -7,7 +7,7 @@ from core.custom_ops import selective_scan, selective_scan_reference
 from models.base import CausalLM, Decode, Prefill
 from models.generate import generate, greedy_reference
 from models.gpt2 import GPT2Config, GPT2Model
-from models.hf import config_from_hf, from_hf_state_dict
+from models.hf import build_hf, config_from_hf, config_to_hf, from_hf_state_dict
 from models.hybrid import HybridConfig, HybridModel
 from models.llama import LlamaConfig, LlamaModel
 from models.mamba import MambaConfig, MambaModel
@@ -26,8 +26,10 @@ __all__ = [
     "MambaModel",
     "Prefill",
     "build",
+    "build_hf",
     "config",
     "config_from_hf",
+    "config_to_hf",
     "example_inputs",
     "from_hf_state_dict",
     "generate",

@@ -1,20 +1,23 @@
-"""Load Hugging Face GPT-2 / Llama / Mamba configs and state dicts into the reference models.
+"""Hugging Face GPT-2 / Llama / Mamba configs and state dicts <-> the reference models.
 
 Parameter names are translated by per-family regex rules; GPT-2's ``Conv1D`` weights are stored
 (in, out) and are transposed to ``nn.Linear``'s (out, in). Llama q/k weights need no permutation:
-the reference RoPE uses the same rotate-half layout as Hugging Face. Transformers itself is not
-imported; configs are read by attribute.
+the reference RoPE uses the same rotate-half layout as Hugging Face. Configs are read by
+attribute; transformers itself is imported only to build a Hugging Face model (``build_hf``):
+the Hugging Face twin of a registered model, or any config, with seeded random weights.
 """
 
 import re
 from collections.abc import Mapping
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from models.base import CausalLM
 from models.gpt2 import GPT2Config, GPT2Model
 from models.llama import LlamaConfig, LlamaModel
 from models.mamba import MambaConfig, MambaModel
+from models.registry import Config, config
 
 # (model class, HF key prefix, [(regex on the unprefixed key, replacement or None to drop)])
 _RULES: list[tuple[type[CausalLM], str, list[tuple[str, str | None]]]] = [
@@ -139,3 +142,64 @@ def config_from_hf(hf_config) -> GPT2Config | LlamaConfig | MambaConfig:
             norm_eps=c.layer_norm_epsilon,
         )
     raise ValueError(f"unsupported Hugging Face model_type {c.model_type!r}")
+
+
+def config_to_hf(cfg: Config):
+    """The Hugging Face config of a reference GPT-2, Llama or Mamba config (the inverse of
+    ``config_from_hf``). GPT-2's bos/eos token is its last one, as in the published vocabulary."""
+    import transformers
+
+    if isinstance(cfg, GPT2Config):
+        return transformers.GPT2Config(
+            vocab_size=cfg.vocab_size,
+            n_embd=cfg.hidden_size,
+            n_layer=cfg.num_layers,
+            n_head=cfg.num_heads,
+            n_positions=cfg.max_seq_len,
+            layer_norm_epsilon=cfg.norm_eps,
+            bos_token_id=cfg.vocab_size - 1,
+            eos_token_id=cfg.vocab_size - 1,
+        )
+    if isinstance(cfg, LlamaConfig):
+        return transformers.LlamaConfig(
+            vocab_size=cfg.vocab_size,
+            hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_kv_heads,
+            intermediate_size=cfg.intermediate_size,
+            head_dim=cfg.attn_head_dim,
+            rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+            rms_norm_eps=cfg.norm_eps,
+            max_position_embeddings=cfg.max_seq_len,
+            tie_word_embeddings=cfg.tie_embeddings,
+        )
+    if isinstance(cfg, MambaConfig):
+        return transformers.MambaConfig(
+            vocab_size=cfg.vocab_size,
+            hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.num_layers,
+            state_size=cfg.d_state,
+            conv_kernel=cfg.d_conv,
+            expand=cfg.expand,
+            time_step_rank=cfg.time_step_rank,
+            layer_norm_epsilon=cfg.norm_eps,
+        )
+    raise ValueError(f"no Hugging Face equivalent of {type(cfg).__name__}")
+
+
+def build_hf(hf_config, *, dtype: torch.dtype = torch.float32, seed: int = 0) -> nn.Module:
+    """A Hugging Face causal LM with seeded random weights, in eval mode; nothing is downloaded.
+
+    ``hf_config`` is a transformers config, or the name of a registered GPT-2, Llama or Mamba
+    model (e.g. ``"tiny-gpt2"``, ``"mamba-130m"``) for its Hugging Face twin, whose
+    ``example_inputs`` fit it. The CPU RNG state is restored afterwards.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if isinstance(hf_config, str):
+        hf_config = config_to_hf(config(hf_config))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(hf_config)
+    return model.to(dtype).eval()

@@ -19,7 +19,6 @@ Fabric ops follow the pipelined wormhole model of Luczynski et al. (HPDC'24): a 
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from dataclasses import dataclass, fields
@@ -73,7 +72,8 @@ def load_calibration(path: str | Path = CALIBRATION_PATH) -> Calibration:
     values, sources = {}, []
     for name in names:
         entry = given.get(name) if isinstance(given, dict) else None
-        value = entry.get("value") if isinstance(entry, dict) else None
+        entry = entry if isinstance(entry, dict) else {}
+        value = entry.get("value")
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise CalibrationError(
                 f"calibration file {path}: '{name}' must be an entry with a whole 'value' >= 0"
@@ -169,7 +169,6 @@ def _vector_cycles(cm: CostModel, elements: int) -> int:
     return math.ceil(elements / cm.lanes) + cm.calibration.vector_op_overhead_cycles
 
 
-@functools.lru_cache(maxsize=4096)
 def matmul(
     cm: CostModel, m: int, k: int, n: int, *, parts_m: int = 1, parts_k: int = 1, parts_n: int = 1
 ) -> Cost:
@@ -327,7 +326,6 @@ def scan(cm: CostModel, length: int, channels: int, state: int, *, parts: int = 
     )
 
 
-@functools.lru_cache(maxsize=4096)
 def transfer(cm: CostModel, nbytes: int, hops: int, *, steps: int = 1) -> Cost:
     """A stream (point-to-point or multicast) of `nbytes` over `hops` hops, repeated `steps` times
     store-and-forward (a shift that must land before it moves on)."""
@@ -344,7 +342,6 @@ def transfer(cm: CostModel, nbytes: int, hops: int, *, steps: int = 1) -> Cost:
     )
 
 
-@functools.lru_cache(maxsize=4096)
 def chain_reduce(cm: CostModel, nbytes: int, steps: int, hops: int, *, chains: int = 1) -> Cost:
     """A pipelined chain reduce of an `nbytes` vector through `steps` dependent PEs spanning
     `hops` hops; each PE receives, adds its own and forwards, wavelet by wavelet (Luczynski et

@@ -35,12 +35,13 @@ Translating a placed program
 ----------------------------
 Walk the placed ops in program order with one `GraphBuilder`. A compute op becomes one compute
 task on its region, costed by its op class in `simulator.cost` from its global shape and how
-many parts each dimension is tiled into. A fabric op becomes the builder in `simulator.kernels`
-of the same name: `broadcast` (rows or columns: a `Line` along "x" or "y"), `allreduce` with
-its algorithm attribute ("chain" | "tree" | "two_phase"), `shift` (Cannon), `cost.stream` for
-weights from external memory, `cost.transfer` for a stream between regions (footprint: the links
-of its route). Dependencies are the def-use edges (each builder returns the ids to depend on);
-labels carry `op`, `node`, `location` and `layer` into every event.
+many parts each dimension is tiled into. A fabric op becomes the builder in
+`simulator.collectives` of the same name: `broadcast` (rows or columns: a `Line` along "x" or
+"y"), `allreduce` with its algorithm attribute ("chain" | "tree" | "two_phase"), `shift`
+(Cannon), `cost.stream` for weights from external memory, `cost.transfer` for a stream between
+regions (footprint: the links of its route). Dependencies are the def-use edges (each builder
+returns the ids to depend on); labels carry `op`, `node`, `location` and `layer` into every
+event.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ class GraphBuilder:
         **labels: str,
     ) -> int:
         """Append a task; `None` entries in `deps` are skipped (an optional predecessor)."""
-        task_deps = tuple(sorted(set(deps).difference((None,))))
+        task_deps = tuple(sorted({d for d in deps if d is not None}))
         if task_deps and (task_deps[0] < 0 or task_deps[-1] >= len(self._tasks)):
             raise ValueError(f"task {name!r}: dependencies {task_deps} must be earlier task ids")
         task = Task(name, kind, cost, task_deps, region, tuple(links), tuple(labels.items()))

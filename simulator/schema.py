@@ -14,7 +14,7 @@ from pathlib import Path
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 REPORTS = ("kernel", "run", "sweep")
-_TYPES = {
+_TYPES: dict[str, type | tuple[type, ...]] = {
     "object": dict,
     "array": list,
     "string": str,
@@ -59,12 +59,22 @@ def validate(
     if "anyOf" in schema:
         tries = [validate(instance, s, where, root) for s in schema["anyOf"]]
         return [] if any(not t for t in tries) else min(tries, key=len)
-    errors: list[str] = []
     kind = schema.get("type")
     if kind is not None:
         kinds = kind if isinstance(kind, list) else [kind]
         if not any(_is(instance, k) for k in kinds):
             return [f"{where}: expected {' or '.join(kinds)}, got {type(instance).__name__}"]
+    errors = _value_errors(instance, schema, where)
+    if isinstance(instance, dict):
+        errors += _object_errors(instance, schema, where, root)
+    if isinstance(instance, list):
+        errors += _array_errors(instance, schema, where, root)
+    return errors
+
+
+def _value_errors(instance: object, schema: dict, where: str) -> list[str]:
+    """`const`, `enum`, `minimum` and `maximum`."""
+    errors: list[str] = []
     if "const" in schema and instance != schema["const"]:
         errors.append(f"{where}: expected {schema['const']!r}, got {instance!r}")
     if "enum" in schema and instance not in schema["enum"]:
@@ -74,25 +84,34 @@ def validate(
             errors.append(f"{where}: {instance} < minimum {schema['minimum']}")
         if "maximum" in schema and instance > schema["maximum"]:
             errors.append(f"{where}: {instance} > maximum {schema['maximum']}")
-    if isinstance(instance, dict):
-        errors += [
-            f"{where}: missing {key!r}" for key in schema.get("required", ()) if key not in instance
-        ]
-        properties = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        for key, value in instance.items():
-            if key in properties:
-                errors += validate(value, properties[key], f"{where}.{key}", root)
-            elif extra is False:
-                errors.append(f"{where}: unexpected {key!r}")
-            elif isinstance(extra, dict):
-                errors += validate(value, extra, f"{where}.{key}", root)
-    if isinstance(instance, list):
-        if len(instance) < schema.get("minItems", 0):
-            errors.append(f"{where}: fewer than {schema['minItems']} items")
-        if "maxItems" in schema and len(instance) > schema["maxItems"]:
-            errors.append(f"{where}: more than {schema['maxItems']} items")
-        if "items" in schema:
-            for i, item in enumerate(instance):
-                errors += validate(item, schema["items"], f"{where}[{i}]", root)
+    return errors
+
+
+def _object_errors(instance: dict, schema: dict, where: str, root: dict) -> list[str]:
+    """`required`, `properties` and `additionalProperties`."""
+    errors = [
+        f"{where}: missing {key!r}" for key in schema.get("required", ()) if key not in instance
+    ]
+    properties = schema.get("properties", {})
+    extra = schema.get("additionalProperties", True)
+    for key, value in instance.items():
+        if key in properties:
+            errors += validate(value, properties[key], f"{where}.{key}", root)
+        elif extra is False:
+            errors.append(f"{where}: unexpected {key!r}")
+        elif isinstance(extra, dict):
+            errors += validate(value, extra, f"{where}.{key}", root)
+    return errors
+
+
+def _array_errors(instance: list, schema: dict, where: str, root: dict) -> list[str]:
+    """`minItems`, `maxItems` and `items`."""
+    errors: list[str] = []
+    if len(instance) < schema.get("minItems", 0):
+        errors.append(f"{where}: fewer than {schema['minItems']} items")
+    if "maxItems" in schema and len(instance) > schema["maxItems"]:
+        errors.append(f"{where}: more than {schema['maxItems']} items")
+    if "items" in schema:
+        for i, item in enumerate(instance):
+            errors += validate(item, schema["items"], f"{where}[{i}]", root)
     return errors

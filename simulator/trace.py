@@ -116,8 +116,9 @@ def chrome_trace(events: Sequence[Event], clock_hz: float, name: str = "wafersim
     lanes_per_pid: dict[int, int] = {}
     trace: list[dict] = []
     for e in sorted(events, key=lambda e: (e.start_cycles, e.task_id)):
-        args = dict(e.labels)
-        process = args.get("layer", name)
+        labels = dict(e.labels)
+        process = labels.get("layer", name)
+        args: dict[str, object] = dict(labels)
         if process not in pids:
             pids[process] = len(pids) + 1
         pid = pids[process]

@@ -52,19 +52,17 @@ def test_same_model_compiles_to_identical_mlir():
 def test_determinism_across_processes(tmp_path):
     script = textwrap.dedent(
         """
-        import sys, torch
-        sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
-        import compiler
-        from hf_models import build, input_ids
-        text = compiler.compile(build("mamba"), (input_ids(),), {"use_cache": False}).mlir
-        open(sys.argv[2], "w").write(text)
+        import sys
+        import compiler, models
+        model, ids = models.build_hf("tiny-mamba"), models.example_inputs("tiny-mamba", 2, 8)[0]
+        text = compiler.compile(model, (ids,), {"use_cache": False}).mlir
+        open(sys.argv[1], "w").write(text)
         """
     )
-    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
     outs = []
     for i in range(2):
         path = tmp_path / f"m{i}.mlir"
-        subprocess.run([sys.executable, "-c", script, root, str(path)], check=True)
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True)
         outs.append(path.read_text())
     assert outs[0] == outs[1]
 

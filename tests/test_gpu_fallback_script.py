@@ -1,7 +1,7 @@
 """benchmarks/gpu_fallback.py --quick: prepare with the compiler, then run in a process where
 `compiler` and `torch_mlir` cannot be imported, and check the report."""
 
-import os
+import json
 import re
 import subprocess
 import sys
@@ -36,21 +36,26 @@ ROWS = [
 ]
 
 
-def _run(*args: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+def _run(*args: str, status: int = 0) -> str:
+    done = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == status, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
+
+
+def _run_without_compiler(out, *args: str, status: int = 0) -> str:
+    return _run(
+        sys.executable, "-c", BLOCKED, str(SCRIPT),
+        "run", "--quick", "--device", "cpu", "--artifacts", str(out), *args, status=status,
+    )  # fmt: skip
 
 
 def test_quick_prepare_and_run_without_compiler(tmp_path):
     out = tmp_path / "gpu"
     _run(sys.executable, str(SCRIPT), "prepare", "--quick", "--out", str(out))
     assert (out / "index.json").is_file() and not list(out.rglob("*.safetensors"))
-    report = _run(
-        sys.executable, "-c", BLOCKED, str(SCRIPT),
-        "run", "--quick", "--device", "cpu", "--artifacts", str(out),
-    )  # fmt: skip
+    manifest = json.loads((out / "gpt2-decode" / "manifest.json").read_text())
+    assert manifest["format_version"] == 1 and "weights.safetensors" in manifest["files"]
+    report = _run_without_compiler(out)
     lines = report.splitlines()
     for case, impls in ROWS:
         for impl in impls:
@@ -59,6 +64,12 @@ def test_quick_prepare_and_run_without_compiler(tmp_path):
             assert "failed" not in row[0], row[0]
             if impl != "eager":
                 assert re.search(r"\s(ok|high|ill-cond)(\s|$)", row[0]), row[0]
-    assert "weights sha256 DIFFERS" not in report
     assert sum("PASS" in line or "FAIL" in line for line in lines) == 5
     assert "gross mismatches: none" in report and "failed runs: none" in report
+
+    # The runtime checks the rebuilt weights against the sha256 that prepare recorded.
+    manifest["files"]["weights.safetensors"] = "0" * 64
+    (out / "gpt2-decode" / "manifest.json").write_text(json.dumps(manifest))
+    report = _run_without_compiler(out, "--only", "gpt2-decode", status=1)
+    assert "ArtifactError" in report and "rebuilt from the seeded model" in report
+    assert "failed runs: gpt2-decode wafer jax" in report

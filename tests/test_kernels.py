@@ -16,7 +16,8 @@ from simulator.cli import main
 from simulator.cost import CostModel, load_calibration
 from simulator.engine import GraphBuilder, roofline_violations, simulate
 from simulator.kernels import LLAMA3_8B, decode_layer, simulate_kernel
-from simulator.schema import load_schema, validate
+from simulator.report import SCHEMA_VERSION
+from simulator.schema import REPORTS, load_schema, validate
 
 CAL = load_calibration()
 T4 = load_target("mesh-4x4")
@@ -170,6 +171,11 @@ def test_cli_json_validates_against_the_schema(capsys, tmp_path):
     problems = validate(broken, load_schema())
     assert any("cycles" in p for p in problems) and any("breakdown" in p for p in problems)
     assert any("extra" in p for p in problems)
+
+
+def test_every_report_schema_pins_the_one_schema_version():
+    for report in REPORTS:
+        assert load_schema(report)["properties"]["schema_version"]["const"] == SCHEMA_VERSION
 
 
 def test_cli_terminal_output_and_targets(capsys):

@@ -1,4 +1,4 @@
-"""Model-level simulation (`simulator/model.py`) and the `wafersim run` / `sweep` commands."""
+"""Model-level simulation (`simulator/phases.py`) and the `wafersim run` / `sweep` commands."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ from simulator import cost
 from simulator.cli import main
 from simulator.cost import CostModel, load_calibration
 from simulator.engine import roofline_violations
-from simulator.model import place_registered, simulate_model, simulate_placed
+from simulator.phases import (
+    PlacementCache,
+    PlacementKey,
+    SimOptions,
+    simulate_model,
+    simulate_placed,
+)
 from simulator.schema import load_schema, validate
 
 MESH = "mesh-16x16"
@@ -66,7 +72,8 @@ def test_two_region_pipeline_matches_closed_form():
 
 @pytest.fixture(scope="module")
 def tiny_gpt2():
-    return simulate_model("tiny-gpt2", MESH, seq=16, decode_steps=2)
+    options = SimOptions(MESH, seq=16, decode_steps=2)
+    return simulate_model("tiny-gpt2", options, PlacementCache())
 
 
 def test_no_op_beats_its_roofline(tiny_gpt2):
@@ -79,7 +86,8 @@ def test_no_op_beats_its_roofline(tiny_gpt2):
 
 def test_same_program_same_cycles(tiny_gpt2):
     target = load_target(MESH)
-    program = place_registered("tiny-gpt2", "prefill", 16, 18, 1, target, "auto", "fp16")[0]
+    key = PlacementKey("tiny-gpt2", "prefill", 16, 18, 1, target, "auto", "fp16")
+    program = PlacementCache().place(key).program
     chunks = tiny_gpt2.prefill.sim.chunks
     runs = [simulate_placed(program, target, dtype="fp16", chunks=chunks) for _ in range(2)]
     assert runs[0].cycles == runs[1].cycles == tiny_gpt2.prefill.cycles
@@ -88,11 +96,12 @@ def test_same_program_same_cycles(tiny_gpt2):
 
 def test_decode_cost_vs_context_mamba_flat_attention_grows():
     target = load_target(MESH)
+    placements = PlacementCache()
 
     def decode_cycles(model: str, context: int) -> int:
         """The decode step at the end of `context` tokens, compiled for that context."""
-        placed = place_registered(model, "decode", context - 1, context, 1, target, "auto", "fp16")
-        return simulate_placed(placed[0], target, dtype="fp16").cycles
+        key = PlacementKey(model, "decode", context - 1, context, 1, target, "auto", "fp16")
+        return simulate_placed(placements.place(key).program, target, dtype="fp16").cycles
 
     assert decode_cycles("tiny-mamba", 16) == decode_cycles("tiny-mamba", 64)
     assert decode_cycles("tiny-gpt2", 64) > decode_cycles("tiny-gpt2", 16)

@@ -94,23 +94,10 @@ def check_placement(plan) -> None:
     """Every op placed inside the grid (and its stage); stages disjoint when pipelined; every
     weight element stored exactly once; no PE's byte ranges overlap or exceed usable SRAM."""
     target = plan.target
-    grid = Rect(0, 0, target.grid_width_pes, target.grid_height_pes)
     usable = target.usable_sram_bytes_per_pe
     with plan.context:
         ops = body_ops(plan.module)
-        stages = stage_regions(plan.module)
-        if plan.mode == "pipelined":
-            for i, a in enumerate(stages):
-                assert grid.contains(a)
-                assert not any(a.overlaps(b) for b in stages[i + 1 :]), "stages overlap"
-        for op in ops:
-            if kind(op) == "param":
-                continue
-            assert has(op, "stage") and has(op, "region"), f"{op.name} is not placed"
-            region = region_of(op)
-            assert grid.contains(region)
-            if plan.mode == "pipelined":
-                assert stages[get_int(op, "stage")].contains(region), op.name
+        _check_regions(plan, ops, Rect(0, 0, target.grid_width_pes, target.grid_height_pes))
         used = {op.result for op in ops if kind(op) == "param" and list(op.result.uses)}
         tiles = [op for op in ops if kind(op) == "weight_tiles"]
         assert {t.operands[0] for t in tiles} == used, "every used weight is tiled"
@@ -118,36 +105,56 @@ def check_placement(plan) -> None:
             assert len(tiles) == len(used), "pipelined weights are stored once"
         ranges: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for t in tiles:
-            shape = shape_of(t.operands[0])
-            dims, tile_grid, tile = (
-                get_ints(t, n) for n in ("tile_dims", "tile_grid", "tile_shape")
-            )
-            seen = np.zeros(shape, dtype=np.int64)
-            for r in range(tile_grid[0]):
-                for c in range(tile_grid[1]):
-                    index = []
-                    for d, size in enumerate(shape):
-                        k = r if d == dims[0] else c if d == dims[1] else 0
-                        index.append(slice(k * tile[d], min((k + 1) * tile[d], size)))
-                    seen[tuple(index)] += 1
-            assert (seen == 1).all(), "each weight element lies in exactly one tile"
+            _check_tiles_cover_once(t)
             if get_str(t, "home") == "sram":
-                rect, start = tile_rect(t), get_int(t, "sram_offset")
-                for y in range(rect.y, rect.y + rect.height):
-                    for x in range(rect.x, rect.x + rect.width):
-                        ranges.setdefault((x, y), []).append((start, start + tile_bytes(t)))
+                start = get_int(t, "sram_offset")
+                _claim(ranges, tile_rect(t), start, start + tile_bytes(t))
         for op in ops:
             if kind(op) == "host_transfer" and get_str(op, "kind") == "state":
                 offset, size = get_ints(op, "sram")
-                rect = region_of(op)
-                for y in range(rect.y, rect.y + rect.height):
-                    for x in range(rect.x, rect.x + rect.width):
-                        ranges.setdefault((x, y), []).append((offset, offset + size))
+                _claim(ranges, region_of(op), offset, offset + size)
         for pe, spans in ranges.items():
             spans.sort()
             assert spans[-1][1] <= usable, f"PE {pe} overflows"
             assert all(a[1] <= b[0] for a, b in pairwise(spans)), f"overlap on PE {pe}"
     assert plan.report.sram_bytes_per_pe_max <= usable
+
+
+def _check_regions(plan, ops, grid: Rect) -> None:
+    stages = stage_regions(plan.module)
+    if plan.mode == "pipelined":
+        for i, a in enumerate(stages):
+            assert grid.contains(a)
+            assert not any(a.overlaps(b) for b in stages[i + 1 :]), "stages overlap"
+    for op in ops:
+        if kind(op) == "param":
+            continue
+        assert has(op, "stage") and has(op, "region"), f"{op.name} is not placed"
+        region = region_of(op)
+        assert grid.contains(region)
+        if plan.mode == "pipelined":
+            assert stages[get_int(op, "stage")].contains(region), op.name
+
+
+def _check_tiles_cover_once(tiles) -> None:
+    shape = shape_of(tiles.operands[0])
+    dims, tile_grid, tile = (get_ints(tiles, n) for n in ("tile_dims", "tile_grid", "tile_shape"))
+    seen = np.zeros(shape, dtype=np.int64)
+    for r in range(tile_grid[0]):
+        for c in range(tile_grid[1]):
+            index = []
+            for d, size in enumerate(shape):
+                k = r if d == dims[0] else c if d == dims[1] else 0
+                index.append(slice(k * tile[d], min((k + 1) * tile[d], size)))
+            seen[tuple(index)] += 1
+    assert (seen == 1).all(), "each weight element lies in exactly one tile"
+
+
+def _claim(ranges: dict, rect: Rect, start: int, end: int) -> None:
+    """Record that every PE of `rect` holds bytes [start, end)."""
+    for y in range(rect.y, rect.y + rect.height):
+        for x in range(rect.x, rect.x + rect.width):
+            ranges.setdefault((x, y), []).append((start, end))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,7 +7,7 @@ import torch
 
 import compiler
 import models
-from compiler.verify import compare
+from core.numerics import check_output, op_error, output_error
 
 TINY = ["tiny-gpt2", "tiny-llama", "tiny-mamba", "tiny-hybrid"]
 
@@ -66,16 +66,15 @@ def test_per_op_false_reports_outputs_only():
 
 def test_compare_judges_near_constant_tensors_by_magnitude():
     base = torch.full((64,), 3.0)
-    assert compare(base, base.double(), torch.float32)[3]
+    assert op_error(base, base.double(), torch.float32).passed
     one_ulp = base + 3.0 * 2.0**-23
-    assert compare(one_ulp, base.double(), torch.float32)[3]
-    assert compare(one_ulp, base.double(), torch.float32)[2] == pytest.approx(2.0)
+    assert op_error(one_ulp, base.double(), torch.float32).passed
+    assert op_error(one_ulp, base.double(), torch.float32).max_ulp == pytest.approx(2.0)
     wrong = base.clone()
     wrong[5] = 3.01
-    assert not compare(wrong, base.double(), torch.float32)[3]
-    assert not compare(torch.tensor([float("nan"), 1.0]), torch.tensor([0.0, 1.0]), torch.float32)[
-        3
-    ]
+    assert not op_error(wrong, base.double(), torch.float32).passed
+    nan = torch.tensor([float("nan"), 1.0])
+    assert not op_error(nan, torch.tensor([0.0, 1.0]), torch.float32).passed
 
 
 class Sensitive(torch.nn.Module):
@@ -94,3 +93,19 @@ def test_nan_and_inf_inputs_propagate_as_in_eager():
     finite = expected.isfinite()
     assert torch.equal(actual[~finite & ~expected.isnan()], expected[~finite & ~expected.isnan()])
     assert torch.allclose(actual[finite], expected[finite])
+
+
+def test_output_error_scales_by_magnitude_and_refuses_mismatched_specials():
+    expected = torch.tensor([0.5, 100.0, float("inf"), float("nan")])
+    actual = torch.tensor([0.5 + 5e-5, 100.0 + 5e-3, float("inf"), float("nan")])
+    assert output_error(actual, expected) == pytest.approx(5e-5, rel=1e-2)
+    assert check_output(actual, expected) is None
+    assert "max scaled error" in check_output(actual + 1e-3, expected)
+    assert check_output(actual.bfloat16(), expected.bfloat16()) is None
+    flipped = actual.clone()
+    flipped[2] = -float("inf")
+    assert output_error(flipped, expected) == float("inf")
+    assert output_error(actual[:3], expected[:3].clone().fill_(float("nan"))) == float("inf")
+    assert output_error(torch.tensor([1, 2]), torch.tensor([1, 3])) == float("inf")
+    assert "shape" in check_output(actual[:2], expected)
+    assert "dtype" in check_output(actual.double(), expected)

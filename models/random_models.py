@@ -1,20 +1,38 @@
 """Random small models from the supported ops, for differential fuzzing against eager.
 
 A model is a `Recipe`: an input shape, a dtype and a list of `Step`s applied to one running
-tensor. Hypothesis shrinks failures to a minimal recipe, and `Recipe.to_code()` prints it as
-a runnable PyTorch module.
+tensor. `random_recipe(rng)` draws one from a `random.Random`, so a seed reproduces it (and a
+Hypothesis-controlled `Random` shrinks it); `Recipe.to_code()` prints it as a runnable module.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
-from hypothesis import strategies as st
+
+from core.custom_ops import selective_scan
 
 UNARY = ("exp", "tanh", "sigmoid", "neg", "abs", "relu")
 ACTIVATIONS = ("silu", "gelu", "softplus")
 BINARY = ("add", "sub", "mul", "maximum")
+# The other steps' code; `{i}` is the step's index (naming its parameters).
+OTHER = {
+    "scale": "x = x * {scale}",
+    "linear": "x = self.l{i}(x)",
+    "layer_norm": "x = F.layer_norm(x, x.shape[-1:], self.p{i}, self.p{i} * 0.5)",
+    "rms_norm": "x = F.rms_norm(x, x.shape[-1:], self.p{i}, 1e-6)",
+    "softmax": "x = torch.softmax(x, -1)",
+    "mean": "x = x - x.mean(-1, keepdim=True)",
+    "transpose": "x = x.transpose(-1, -2)",
+    "split_cat": "x = torch.cat(torch.split(x, [1, x.shape[-1] - 1], -1)[::-1], -1)",
+    "reshape": "x = x.reshape(*x.shape[:-2], x.shape[-1], x.shape[-2])",
+    "where": "x = torch.where(x > 0, x, x * 0.1)",
+    "cumsum": "x = x.cumsum(-1) / x.shape[-1]",
+    "scan": "x = self.scan{i}(x)",
+}
+KINDS = (*UNARY, *ACTIVATIONS, *BINARY, *OTHER)
 
 
 @dataclass(frozen=True)
@@ -25,38 +43,15 @@ class Step:
     args: tuple = ()
 
     def code(self, i: int) -> str:
-        k, a = self.kind, self.args
-        if k in UNARY:
-            return f"x = torch.{k}(x)"
-        if k in ACTIVATIONS:
-            return f"x = F.{k}(x)"
-        if k in BINARY:
-            return f"x = torch.{k}(x, self.p{i})"
-        if k == "scale":
-            return f"x = x * {a[0] / 4}"
-        if k == "linear":
-            return f"x = self.l{i}(x)"
-        if k == "layer_norm":
-            return f"x = F.layer_norm(x, x.shape[-1:], self.p{i}, self.p{i} * 0.5)"
-        if k == "rms_norm":
-            return f"x = F.rms_norm(x, x.shape[-1:], self.p{i}, 1e-6)"
-        if k == "softmax":
-            return "x = torch.softmax(x, -1)"
-        if k == "mean":
-            return "x = x - x.mean(-1, keepdim=True)"
-        if k == "transpose":
-            return "x = x.transpose(-1, -2)"
-        if k == "split_cat":
-            return "x = torch.cat(torch.split(x, [1, x.shape[-1] - 1], -1)[::-1], -1)"
-        if k == "reshape":
-            return "x = x.reshape(*x.shape[:-2], x.shape[-1], x.shape[-2])"
-        if k == "where":
-            return "x = torch.where(x > 0, x, x * 0.1)"
-        if k == "cumsum":
-            return "x = x.cumsum(-1) / x.shape[-1]"
-        if k == "scan":
-            return f"x = self.scan{i}(x)"
-        raise ValueError(k)
+        """The line of `forward` applying this step, the `i`-th."""
+        if self.kind in UNARY:
+            return f"x = torch.{self.kind}(x)"
+        if self.kind in ACTIVATIONS:
+            return f"x = F.{self.kind}(x)"
+        if self.kind in BINARY:
+            return f"x = torch.{self.kind}(x, self.p{i})"
+        scale = self.args[0] / 4 if self.kind == "scale" else None
+        return OTHER[self.kind].format(i=i, scale=scale)
 
 
 @dataclass(frozen=True)
@@ -86,7 +81,7 @@ class Recipe:
             body.append(step.code(i))
         lines = [
             "import torch, torch.nn as nn, torch.nn.functional as F",
-            "from tests.fuzz_models import Scan",
+            "from models.random_models import Scan",
             "",
             "class Fuzzed(nn.Module):",
             "    def __init__(self):",
@@ -104,9 +99,11 @@ class Recipe:
         return "\n".join(lines)
 
     def build(self) -> tuple[torch.nn.Module, torch.Tensor]:
-        """The module and an input, by executing `to_code()`."""
+        """The module (eval mode) and an input, by executing `to_code()`; the caller's torch
+        RNG state is left as it was."""
         namespace: dict = {}
-        exec(compile(self.to_code(), "<fuzzed>", "exec"), namespace)  # noqa: S102
+        with torch.random.fork_rng(devices=[]):
+            exec(compile(self.to_code(), "<fuzzed>", "exec"), namespace)  # noqa: S102
         return namespace["model"].eval(), namespace["x"]
 
 
@@ -120,53 +117,29 @@ class Scan(torch.nn.Module):
         self.d = torch.nn.Parameter(torch.randn(channels))
 
     def forward(self, x):
-        import models  # noqa: F401  (registers the custom op)
-
         n = self.a_log.shape[1]
         params = self.proj(x.transpose(1, 2)).transpose(1, 2)
         delta = params[:, :1].expand(-1, x.shape[1], -1)
         b, c = params[:, 1 : 1 + n], params[:, 1 + n :]
         a = -torch.exp(self.a_log.float())
-        return torch.ops.wafer.selective_scan(x, delta, a, b, c, self.d, None, None, True)[0]
+        return selective_scan(x, delta, a, b, c, self.d, None, None, True)[0]
 
 
-@st.composite
-def recipes(draw) -> Recipe:
-    """Random recipes over 3-D inputs (batch, channels, length)."""
-    shape = [draw(st.integers(1, 2)), draw(st.integers(2, 6)), draw(st.integers(2, 8))]
-    dtype = draw(st.sampled_from(["float32", "bfloat16"]))
+def random_recipe(rng: random.Random) -> Recipe:
+    """A random recipe over a 3-D input (batch, channels, length) of 1 to 6 steps."""
+    shape = [rng.randint(1, 2), rng.randint(2, 6), rng.randint(2, 8)]
+    dtype = rng.choice(["float32", "bfloat16"])
     initial = tuple(shape)
     steps = []
-    for _ in range(draw(st.integers(1, 6))):
-        kind = draw(
-            st.sampled_from(
-                [
-                    *UNARY,
-                    *ACTIVATIONS,
-                    *BINARY,
-                    "scale",
-                    "linear",
-                    "layer_norm",
-                    "rms_norm",
-                    "softmax",
-                    "mean",
-                    "transpose",
-                    "split_cat",
-                    "reshape",
-                    "where",
-                    "cumsum",
-                    "scan",
-                ]
-            )
-        )
+    for _ in range(rng.randint(1, 6)):
+        kind = rng.choice(KINDS)
         args: tuple = ()
         if kind in BINARY:
-            mask = draw(st.lists(st.booleans(), min_size=3, max_size=3))
-            args = (tuple(n if keep else 1 for n, keep in zip(shape, mask, strict=True)),)
+            args = (tuple(n if rng.random() < 0.5 else 1 for n in shape),)
         elif kind == "scale":
-            args = (draw(st.integers(-8, 8)),)
+            args = (rng.randint(-8, 8),)
         elif kind == "linear":
-            args = (draw(st.integers(2, 8)),)
+            args = (rng.randint(2, 8),)
             shape[-1] = args[0]
         elif kind in ("transpose", "reshape"):
             shape[-1], shape[-2] = shape[-2], shape[-1]
@@ -175,6 +148,6 @@ def recipes(draw) -> Recipe:
         elif kind == "scan":
             if dtype != "float32":
                 continue
-            args = (draw(st.integers(1, 4)),)
+            args = (rng.randint(1, 4),)
         steps.append(Step(kind, args))
     return Recipe(initial, dtype, tuple(steps))

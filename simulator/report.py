@@ -1,0 +1,211 @@
+"""The JSON reports of `wafersim`, built from result objects (schema: `simulator/schema.json`).
+
+`kernel_report` is the `kernel` report; `run_report` the `run` report, which extends the prefill
+placement report's dict (`compiler.placement_report`, whose `SCHEMA_VERSION` every report
+carries); `sweep_report` the `sweep` report. `target_report`, `verify_report` and
+`coverage_report` are the `--json` output of `targets`, `verify` and `ops`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+
+from compiler.placement_report import SCHEMA_VERSION
+from core.target import Target
+from simulator.cost import CALIBRATION_PATH, Calibration
+from simulator.coverage import OpCoverage
+from simulator.kernels import KernelResult
+from simulator.phases import ModelSim, Phase, SimOptions, SweepPoint
+from simulator.summary import LayerTime, OpClassTime
+
+
+def calibration_constants(calibration: Calibration) -> dict:
+    """The calibration's constants, without their sources."""
+    return {name: value for name, value in vars(calibration).items() if name != "sources"}
+
+
+def calibration_summary(calibration: Calibration) -> dict:
+    """The constants and the last calibration result (`benchmarks/calibration.py` writes it
+    into `simulator/calibration.json`)."""
+    result = json.loads(CALIBRATION_PATH.read_text()).get("last_result", {})
+    return {
+        "constants": calibration_constants(calibration),
+        "max_abs_error_pct": result.get("max_abs_error_pct"),
+        "points": result.get("points", 0),
+        "model_level": result.get("model_level"),
+        "source": "docs/calibration.md (benchmarks/calibration.py)",
+    }
+
+
+def kernel_report(result: KernelResult, calibration: Calibration) -> dict:
+    """The `--json` object of `wafersim kernel`."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": result.kind,
+        "algo": result.algo,
+        "target": result.target,
+        "dtype": result.dtype,
+        "m": result.m,
+        "k": result.k,
+        "n": result.n,
+        "grid": list(result.grid),
+        "clock_hz": result.clock_hz,
+        "cycles": result.cycles,
+        "seconds": result.seconds,
+        "flops": result.flops,
+        "utilization": result.utilization,
+        "breakdown": result.breakdown.as_dict(),
+        "busiest_links": [dataclasses.asdict(link) for link in result.busiest_links],
+        "events": len(result.events),
+        "calibration": calibration_constants(calibration),
+    }
+
+
+def layer_report(layer: LayerTime) -> dict:
+    return {
+        "stage": layer.stage,
+        "name": layer.name,
+        "start_cycles": layer.start_cycles,
+        "end_cycles": layer.end_cycles,
+        "busy_cycles": layer.busy_cycles,
+        "compute_cycles": layer.compute_cycles,
+        "comm_cycles": layer.comm_cycles,
+        "wait_cycles": layer.wait_cycles,
+    }
+
+
+def op_class_report(op: OpClassTime) -> dict:
+    return {
+        "op": op.op,
+        "tasks": op.tasks,
+        "busy_cycles": op.busy_cycles,
+        "compute_cycles": op.compute_cycles,
+        "comm_cycles": op.comm_cycles,
+        "wait_cycles": op.wait_cycles,
+    }
+
+
+def phase_report(phase: Phase | None) -> dict | None:
+    """The `prefill` / `decode` object of the `run` report."""
+    if phase is None:
+        return None
+    sim = phase.sim
+    return {
+        "cycles": sim.cycles,
+        "seconds": sim.seconds,
+        "tokens_per_second": phase.tokens_per_second,
+        "tokens": phase.tokens,
+        "steps": phase.steps,
+        "context_tokens": phase.context_tokens,
+        "mode": sim.mode,
+        "mode_reason": phase.report.mode_reason,
+        "fits": phase.report.fits,
+        "sram_bytes_per_pe_max": phase.report.sram_bytes_per_pe_max,
+        "chunks": sim.chunks,
+        "single_pass_cycles": sim.makespan_cycles,
+        "slowest_stage_cycles": sim.slowest_stage_cycles,
+        "sequences_in_flight": phase.sequences_in_flight,
+        "throughput_tokens_per_second": phase.throughput_tokens_per_second,
+        "flops": sim.flops,
+        "utilization": sim.utilization,
+        "bubble_fraction": sim.bubble_fraction,
+        "breakdown": sim.breakdown.as_dict(),
+        "layers": [layer_report(layer) for layer in sim.layers],
+        "op_classes": [op_class_report(o) for o in sim.op_classes],
+        "busiest_links": [dataclasses.asdict(link) for link in sim.busiest_links],
+        "events": len(sim.events),
+        "compile_seconds": phase.compile_seconds,
+        "simulate_seconds": phase.simulate_seconds,
+        "notes": list(phase.notes),
+    }
+
+
+def run_report(result: ModelSim, calibration: Calibration) -> dict:
+    """The `--json` object of `wafersim run`: the prefill placement report extended with the
+    simulation of both phases."""
+    report = result.prefill.report.to_dict()
+    report.update(
+        schema_version=SCHEMA_VERSION,
+        model=result.model,
+        dtype=result.dtype,
+        batch=result.batch,
+        seq=result.seq,
+        clock_hz=result.target.clock_hz,
+        peak_flops=result.prefill.sim.peak_flops,
+        utilization=result.prefill.sim.utilization,
+        prefill=phase_report(result.prefill),
+        decode=phase_report(result.decode),
+        calibration=calibration_summary(calibration),
+        notes=list(result.notes),
+    )
+    return report
+
+
+def brief_report(phase: Phase | None) -> dict | None:
+    """A phase in a sweep row: its time, rate, mode and utilisation."""
+    if phase is None:
+        return None
+    return {
+        "cycles": phase.cycles,
+        "seconds": phase.seconds,
+        "tokens_per_second": phase.tokens_per_second,
+        "mode": phase.sim.mode,
+        "utilization": phase.sim.utilization,
+    }
+
+
+def sweep_row(point: SweepPoint) -> dict:
+    return {
+        "model": point.model,
+        "family": point.family,
+        "seq": point.seq,
+        "notes": list(point.notes),
+        "prefill": brief_report(point.prefill),
+        "decode": brief_report(point.decode),
+    }
+
+
+def sweep_report(points: Sequence[SweepPoint], options: SimOptions) -> dict:
+    """The `--json` object of `wafersim sweep`: one row per (model, context length)."""
+    target = options.target
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "target": target if isinstance(target, str) else target.name,
+        "dtype": options.dtype,
+        "rows": [sweep_row(point) for point in points],
+        "calibration": calibration_summary(options.calibration),
+    }
+
+
+def target_report(target: Target) -> dict:
+    """One preset of `wafersim targets`."""
+    return {
+        "name": target.name,
+        "grid": [target.grid_width_pes, target.grid_height_pes],
+        "pes": target.num_pes,
+        "sram_bytes_per_pe": target.sram_bytes_per_pe,
+        "clock_hz": target.clock_hz,
+        "peak_fp16_pflops": target.peak_flops(16) / 1e15,
+        "description": target.description,
+        "grid_source": target.source("grid_width_pes"),
+    }
+
+
+def verify_report(model: str, verification) -> dict:
+    """`wafersim verify --json`: a `CompiledModule.verify` report of `model`."""
+    divergence = verification.first_divergence
+    return {
+        "model": model,
+        "reference": verification.reference,
+        "passed": verification.passed,
+        "first_divergence": None if divergence is None else vars(divergence),
+        "isolated": [vars(r) for r in verification.isolated],
+        "accumulated": [vars(r) for r in verification.accumulated],
+    }
+
+
+def coverage_report(rows: Sequence[OpCoverage]) -> list[dict]:
+    """`wafersim ops --json`: one object per supported ATen op."""
+    return [dataclasses.asdict(row) for row in rows]

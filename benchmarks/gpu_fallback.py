@@ -179,7 +179,9 @@ def load(folder: Path, module: nn.Module) -> runtime.LoadedModule:
         path = shutil.copytree(folder, Path(scratch) / folder.name)
         program = Program.from_json(json.loads((path / artifact.PROGRAM).read_text()))
         state = module.state_dict()
-        weights = {n: state[n].detach().cpu().contiguous().clone() for n in program.params()}
+        tied = json.loads((path / artifact.MANIFEST).read_text())["tied_weights"]
+        names = [n for n in program.params() if n not in tied]  # tied weights are stored once
+        weights = {n: state[n].detach().cpu().contiguous().clone() for n in names}
         save_file(weights, str(path / artifact.WEIGHTS))
         try:
             return runtime.load(path, runtime="jax")

@@ -9,21 +9,35 @@ from compiler.compiled import CompiledModule
 from compiler.lowering import supported_ops
 from compiler.placement_report import PlacementReport
 from core.errors import (
+    ArtifactError,
     DynamicShapeError,
+    EmptyTensorError,
+    ExportError,
+    IndexOutOfRangeError,
     InputMismatchError,
     MetaDeviceError,
+    OptionError,
     PlacementError,
     TargetError,
+    TensorTooLargeError,
     UnsupportedDtypeError,
     UnsupportedOperatorError,
+    UnsupportedValueError,
     WaferError,
 )
 
 __all__ = [
+    "ArtifactError",
+    "UnsupportedValueError",
+    "TensorTooLargeError",
+    "ExportError",
+    "EmptyTensorError",
     "CompiledModule",
     "DynamicShapeError",
+    "IndexOutOfRangeError",
     "InputMismatchError",
     "MetaDeviceError",
+    "OptionError",
     "PlacementError",
     "TargetError",
     "UnsupportedDtypeError",

@@ -12,7 +12,9 @@ from compiler.compiled import CompiledModule
 from compiler.lowering import lower
 from compiler.mlir import print_module
 from compiler.passes import place_program
+from compiler.passes.common import MODES
 from compiler.serialize import to_program
+from core.errors import OptionError
 from core.target import Target, load_target
 from runtime.execution import check_runtime
 
@@ -35,7 +37,12 @@ def compile(  # noqa: A001  (the public name the design asks for)
     and why. `runtime` executes the program: "reference" (CPU, one torch kernel per op),
     "simulator" (tile by tile as placed, on the simulated PEs' SRAM) or "jax" (the whole
     program compiled by XLA, on a GPU when JAX sees one).
+
+    Non-tensor inputs (`scale=2.0`, flags) are constants of the program: calls must pass the
+    same values. Weights tied in the model stay one tensor in `.weights`.
     """
+    if mode not in ("auto", *MODES):
+        raise OptionError(f"unknown mode {mode!r}; choose one of {', '.join(('auto', *MODES))}")
     check_runtime(runtime, placed=target is not None)
     target = None if target is None else load_target(target)
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
@@ -57,7 +64,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
         name=type(model).__name__,
         mlir=mlir,
         program=program,
-        weights={name: _own_copy(sources[name]) for name in lowered.weight_names},
+        weights=_own_copies({name: sources[name] for name in lowered.weight_names}),
         signature=lowered.signature,
         exported=ep,
         in_spec=ep.call_spec.in_spec,
@@ -69,10 +76,28 @@ def compile(  # noqa: A001  (the public name the design asks for)
     )
 
 
-def _own_copy(tensor: torch.Tensor) -> torch.Tensor:
-    """The program's copy of a weight, so the eager model stays the reference for `verify`
-    (meta tensors hold no data and are shared)."""
-    return tensor if tensor.is_meta else tensor.detach().clone()
+def _own_copies(sources: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The program's copies of the weights, so the eager model stays the reference for
+    `verify`. Each storage is copied once and weights viewing it view the copy alike: tied
+    weights (one tensor under two names) stay one tensor. Meta tensors hold no data and are
+    shared."""
+    storages: dict[int, torch.UntypedStorage] = {}
+    views: dict[tuple, torch.Tensor] = {}
+    out = {}
+    for name, tensor in sources.items():
+        if tensor.is_meta:
+            out[name] = tensor
+            continue
+        ptr = tensor.untyped_storage().data_ptr()
+        key = (ptr, tensor.dtype, tensor.storage_offset(), tensor.shape, tensor.stride())
+        if key not in views:
+            if ptr not in storages:
+                storages[ptr] = tensor.untyped_storage().clone()
+            views[key] = torch.empty(0, dtype=tensor.dtype, device=tensor.device).set_(
+                storages[ptr], tensor.storage_offset(), tensor.shape, tensor.stride()
+            )
+        out[name] = views[key]
+    return out
 
 
 @register_backend(name="wafer")

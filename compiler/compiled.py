@@ -26,7 +26,13 @@ class CompiledModule(ProgramCall):
     placement report. `stage_seconds` is the wall time of export, lowering and placement. `weights` maps
     state-dict names to the program's own copies of the weights: updating one in place
     changes what the next call computes, while `exported` (the exported graph, holding the
-    model's weights) stays the eager reference that `verify` compares against.
+    model's weights) stays the eager reference that `verify` compares against. Weights tied in
+    the model (one tensor under two names) stay one tensor here.
+
+    A call (and `verify`) must pass the non-tensor inputs compiled for, or raises
+    `InputMismatchError` (see `runtime.program.Signature`). An index out of range raises
+    `IndexOutOfRangeError` on every runtime; `using("jax", check_indices=False)` skips the
+    JAX runtime's check, which waits for the device, and lets XLA clamp instead.
     """
 
     name: str
@@ -41,6 +47,7 @@ class CompiledModule(ProgramCall):
     target: Target | None
     stage_seconds: dict[str, float]
     placed: Placed | None = field(default=None, repr=False)
+    check_indices: bool = True
     _executor: Executor | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -51,9 +58,12 @@ class CompiledModule(ProgramCall):
         """ "Does it fit?": the placement report (`.to_dict()`, `.summary()`, `.save_heatmap()`)."""
         return None if self.placed is None else self.placed.report
 
-    def using(self, runtime: str) -> CompiledModule:
-        """The same compiled program, executed on another runtime."""
-        return dataclasses.replace(self, runtime=runtime, _executor=None)
+    def using(self, runtime: str, *, check_indices: bool = True) -> CompiledModule:
+        """The same compiled program (sharing its weights), executed on another runtime;
+        `check_indices=False` skips the JAX runtime's index range check."""
+        return dataclasses.replace(
+            self, runtime=runtime, check_indices=check_indices, _executor=None
+        )
 
     def _make_executor(self) -> Executor:
         return make_executor(
@@ -62,14 +72,17 @@ class CompiledModule(ProgramCall):
             self.weights,
             placed_program=None if self.placed is None else self.placed.program,
             target=self.target,
+            check_indices=self.check_indices,
         )
 
-    def save(self, path: str | Path) -> Path:
-        """Write a versioned artifact directory that `runtime.load` runs without the compiler."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write a versioned artifact directory that `runtime.load` runs without the compiler;
+        an existing artifact at `path` is replaced only with `overwrite=True`."""
         from runtime.artifact import save
 
         return save(
             path,
+            overwrite=overwrite,
             program=self.program,
             weights=self.weights,
             signature=self.signature,
@@ -82,8 +95,9 @@ class CompiledModule(ProgramCall):
 
     def verify(self, *args, per_op: bool = True, reference: str = "fp64", **kwargs) -> VerifyReport:
         """Run the program and eager PyTorch side by side on these inputs; one row per FX
-        node (only the outputs when `per_op` is False). See `compiler.verify`."""
-        check_weights(self.weights)
+        node (only the outputs when `per_op` is False). See `compiler.verify`. Inputs are
+        checked as for a call: other non-tensor values than those compiled for are refused."""
+        check_weights(self.program, self.weights)
         flat, tensors = self._flatten(args, kwargs)
         report = verify_program(
             self.program, self.weights, self.exported, flat, [t.cpu() for t in tensors], reference

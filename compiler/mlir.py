@@ -10,6 +10,7 @@ which is written in the bindings' `ext` DSL. An import-linter contract in pyproj
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ __all__ = [
     "str_attr",
     "int_list_attr",
     "dense_attr",
+    "splat_attr",
     "build_constant",
     "attr_to_python",
     "op_location",
@@ -125,20 +127,31 @@ def storage_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def dense_attr(values: torch.Tensor, dtype: torch.dtype) -> ir.DenseElementsAttr:
-    """Dense elements holding `values` in the storage dtype of `dtype` (see `storage_dtype`)."""
+    """Dense elements holding `values` in the storage dtype of `dtype` (see `storage_dtype`);
+    a splat when every element is the same."""
     values = values.detach().cpu().to(storage_dtype(dtype))
-    t = tensor_type(values.shape, values.dtype)
     flat = values.reshape(-1)
     if flat.numel() > 0 and bool((flat == flat[0]).all()) and not flat[0].isnan():
-        first = flat[0].item()
-        scalar = (
-            ir.FloatAttr.get(t.element_type, first)
-            if values.dtype.is_floating_point
-            else ir.IntegerAttr.get(t.element_type, int(first))
-        )
-        return ir.DenseElementsAttr.get_splat(t, scalar)
-    array = values.numpy()
-    return ir.DenseElementsAttr.get(np.ascontiguousarray(array), type=t)
+        return splat_attr(flat[0].item(), values.shape, dtype)
+    t = tensor_type(values.shape, values.dtype)
+    return ir.DenseElementsAttr.get(np.ascontiguousarray(values.numpy()), type=t)
+
+
+def splat_attr(value: bool | int | float, shape, dtype: torch.dtype) -> ir.DenseElementsAttr:
+    """`shape` elements all equal to `value`, in the storage dtype of `dtype`: one scalar, never
+    the elements one by one (a zero-size tensor gets its empty dense attribute)."""
+    storage = storage_dtype(dtype)
+    if math.prod(shape) == 0:
+        return dense_attr(torch.empty(tuple(shape), dtype=storage), dtype)
+    scalar = torch.tensor(value, dtype=torch.float64 if isinstance(value, float) else None)
+    first = scalar.to(storage).item()
+    t = tensor_type(shape, storage)
+    element = (
+        ir.FloatAttr.get(t.element_type, first)
+        if storage.is_floating_point
+        else ir.IntegerAttr.get(t.element_type, int(first))
+    )
+    return ir.DenseElementsAttr.get_splat(t, element)
 
 
 def build_constant(value: ir.DenseElementsAttr, result_type, loc: ir.Location) -> ir.Value:

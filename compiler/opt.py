@@ -27,6 +27,7 @@ from compiler.mlir import ir, new_context, parse_module, print_module
 from compiler.passes.common import MODES, PassContext, placement_attr, set_module_attr
 from compiler.passes.pipeline import PlacementOptions, passes, run_passes
 from core.errors import TargetError, WaferError
+from core.outputs import output_file
 from core.target import Target, load_target, presets
 
 DEFAULT_TARGET = "mesh-8x8"
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_passes())
         return 0
     try:
+        if args.output != "-":
+            output_file("-o", Path(args.output))
         steps = passes(PlacementOptions()) if args.pipeline else parse_passes(args.passes)
         text = read_input(args.input)
         chunks = split_input(text) if args.split_input_file else [text]

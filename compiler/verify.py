@@ -164,7 +164,13 @@ def verify_program(
     """Compare `program` with the eager graph `ep` op by op, in both modes."""
     if reference_kind not in ("fp64", "eager"):
         raise ValueError(f"reference must be 'fp64' or 'eager', got {reference_kind!r}")
-    ref = reference_values(ep, user_inputs, upcast=reference_kind == "fp64")
+    try:
+        ref = reference_values(ep, user_inputs, upcast=reference_kind == "fp64")
+    except Exception:
+        # Bad inputs (e.g. an index out of range) make eager raise its own error first; the
+        # program's run names the op and the source line instead.
+        reference.execute(program, weights, tensor_inputs)
+        raise
     nodes = {n.name: n for n in ep.graph.nodes}
     by_value: dict[int, list[str]] = {}
     for name, value_id in program.node_results.items():

@@ -61,6 +61,10 @@ class MetaDeviceError(WaferError):
     """Numerical execution was asked of a model whose weights live on the meta device."""
 
 
+class OptionError(WaferError, ValueError):
+    """An option has a value Wafer does not know (e.g. `compile(mode=...)`); lists the valid ones."""
+
+
 class TargetError(WaferError):
     """A target preset is unknown or a target file is malformed."""
 
@@ -79,6 +83,11 @@ class PlacementError(WaferError):
 
 class InputMismatchError(WaferError, ValueError):
     """A compiled program was called with inputs that differ from the ones it was built for."""
+
+
+class IndexOutOfRangeError(WaferError, IndexError):
+    """An index tensor (embedding ids, advanced indexing) holds a value outside the range eager
+    PyTorch accepts; names the op, its FX node, source line and the valid range."""
 
 
 class ExecutionError(WaferError, RuntimeError):
@@ -112,3 +121,31 @@ class KernelSpecError(WaferError):
 
 class ModelSimError(WaferError):
     """A model cannot be simulated as asked, or a placed program the simulator cannot translate."""
+
+
+# ---------------------------------------------------------------------------- hostile inputs
+
+
+class CommandLineError(WaferError, ValueError):
+    """A command-line argument is malformed or out of range; the CLIs report it in one line."""
+
+
+class OutputPathError(WaferError):
+    """An output path (`--trace`, `--plot`) cannot be written; checked before any work starts."""
+
+
+class UnsupportedValueError(WaferError, TypeError):
+    """A model, weight, example input or output Wafer cannot compile: a sparse weight, a
+    generator or dtype returned by the model, meta example inputs beside real weights."""
+
+
+class ExportError(WaferError):
+    """`torch.export` could not trace the model with its example inputs; gives torch's reason."""
+
+
+class TensorTooLargeError(WaferError):
+    """The model builds a tensor too large for any machine to hold; gives its shape and size."""
+
+
+class EmptyTensorError(WaferError):
+    """A tensor with no elements (a zero-size batch or sequence) was given to placement."""

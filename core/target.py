@@ -2,14 +2,15 @@
 
 A target file is JSON: `{"name", "wafer" ("wse2" | "wse3" | "mesh"), "description",
 "fields": {field: {"value": number, "source": "where the number comes from"}}}`. Every field
-carries its unit in its name. Loading validates every field and names the one that is wrong.
+carries its unit in its name. Loading validates every field against its range (`MAXIMUM`: far
+above any real wafer) and the grid against its fabric, and names the one that is wrong.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,7 +19,33 @@ from core.errors import TargetError
 PRESET_DIR = Path(__file__).with_name("targets")
 
 # The full fabric of each wafer kind (PEs, w x h): a program rectangle cannot exceed it.
-FABRIC_PES = {"wse2": (757, 996), "wse3": (762, 1172), "mesh": (1 << 16, 1 << 16)}
+FABRIC_PES = {"wse2": (757, 996), "wse3": (762, 1172)}
+# A `mesh` is any rectangle of at most as many PEs as the largest published fabric (WSE-3,
+# 762 x 1172 = 893,064 PEs; docs target-facts.md): placement keeps per-PE arrays of the grid.
+MAX_MESH_PES = 762 * 1172
+WAFER_KINDS = (*FABRIC_PES, "mesh")
+MAX_TARGET_FILE_BYTES = 1 << 20
+
+# Upper bounds far above any real PE (WSE-2/3: 48 KiB SRAM, 16 B/cycle reads, 1.1 GHz, 24
+# colors) yet low enough that every product the compiler forms (bytes per PE x PEs, cycles x
+# clock) fits a 64-bit integer and an MLIR i64 attribute.
+MAXIMUM: dict[str, int] = {
+    "grid_width_pes": MAX_MESH_PES,
+    "grid_height_pes": MAX_MESH_PES,
+    "sram_bytes_per_pe": 1 << 30,
+    "sram_reserved_bytes_per_pe": 1 << 30,
+    "sram_read_bytes_per_cycle": 1 << 20,
+    "sram_write_bytes_per_cycle": 1 << 20,
+    "clock_hz": 10**12,
+    "fp16_flops_per_cycle_per_pe": 1 << 20,
+    "fp32_flops_per_cycle_per_pe": 1 << 20,
+    "link_bits_per_cycle": 1 << 20,
+    "hop_latency_cycles": 1 << 20,
+    "ramp_latency_cycles": 1 << 20,
+    "relay_latency_cycles": 1 << 20,
+    "colors": 1 << 16,
+    "external_memory_bytes_per_second": 10**18,
+}
 
 
 @dataclass(frozen=True)
@@ -83,32 +110,108 @@ def presets() -> list[str]:
 
 
 def load_target(spec: str | Path | Target) -> Target:
-    """A preset name (`"wse3"`), a path to a target file, or a `Target` (returned as is)."""
+    """A preset name (`"wse3"`), a path to a target file, or a `Target` (checked, returned)."""
     if isinstance(spec, Target):
+        _check_ranges(spec.wafer, asdict(spec), f"target {spec.name!r}")
         return spec
+    if not isinstance(spec, str | Path):
+        raise TargetError(
+            f"target must be a preset name ({', '.join(presets())}), a path to a target file "
+            f"or a Target, got {type(spec).__name__} {spec!r}"
+        )
     path = Path(spec)
     if not path.suffix and (PRESET_DIR / f"{spec}.json").exists():
         path = PRESET_DIR / f"{spec}.json"
-    if not path.exists():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):  # a name too long, or with a NUL byte
+        found = False
+    if not found:
         raise TargetError(
             f"unknown target {str(spec)!r}: not a preset ({', '.join(presets())}) nor a file"
         )
+    return _validate(_read_json(path), str(path))
+
+
+def _read_json(path: Path) -> object:
+    """The JSON in a target file of at most `MAX_TARGET_FILE_BYTES` bytes of UTF-8."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        with path.open("rb") as file:
+            raw = file.read(MAX_TARGET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise TargetError(f"target file {path} cannot be read: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_TARGET_FILE_BYTES:
+        raise TargetError(
+            f"target file {path} is over {MAX_TARGET_FILE_BYTES:,} bytes; a target is a "
+            "small JSON object (see core/targets/wse3.json)"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TargetError(
+            f"target file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON"
+        ) from exc
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # ValueError: also a number of 4300+ digits
         raise TargetError(f"target file {path} is not valid JSON: {exc}") from exc
-    return _validate(data, str(path))
 
 
-def _validate(data: dict, origin: str) -> Target:
+def _show(value: int | float) -> str:
+    """A number for a message: a huge integer by its digit count, not its 400 digits."""
+    digits = len(str(abs(value))) if isinstance(value, int) else 0
+    return f"a {digits}-digit number" if digits > 20 else f"{value:.6g}"
+
+
+def _check_ranges(wafer: object, values: dict[str, Any], origin: str) -> None:
+    """Every numeric field within its range, the grid within its fabric."""
+
+    def fail(message: str) -> NoReturn:
+        raise TargetError(f"{origin}: {message}")
+
+    if wafer not in WAFER_KINDS:
+        fail(f"'wafer' must be one of {sorted(WAFER_KINDS)}, got {wafer!r:.80}")
+    for f in _NUMERIC:
+        value = values[f.name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not math.isfinite(value))
+        ):
+            fail(f"field '{f.name}' must be a finite number, got {value!r:.80}")
+        if value < 0 or (value == 0 and f.name not in _ALLOWS_ZERO):
+            low = ">= 0" if f.name in _ALLOWS_ZERO else "> 0"
+            fail(f"field '{f.name}' must be {low}, got {_show(value)}")
+        if value > MAXIMUM[f.name]:
+            fail(
+                f"field '{f.name}' is {_show(value)}, above the bound of {MAXIMUM[f.name]:,} "
+                "that no real wafer comes near (core/target.py MAXIMUM)"
+            )
+        if f.type == "int" and value != int(value):
+            fail(f"field '{f.name}' must be a whole number, got {value}")
+    w, h = values["grid_width_pes"], values["grid_height_pes"]
+    if wafer in FABRIC_PES:
+        max_w, max_h = FABRIC_PES[wafer]
+        if w > max_w or h > max_h:
+            fail(
+                f"grid {w}x{h} exceeds the {wafer} fabric of {max_w}x{max_h} PEs "
+                "(fields 'grid_width_pes'/'grid_height_pes')"
+            )
+    elif w * h > MAX_MESH_PES:
+        fail(
+            f"grid {w}x{h} has {int(w * h):,} PEs, more than the {MAX_MESH_PES:,} of the largest "
+            "published wafer (WSE-3, 762x1172); use a smaller mesh"
+        )
+    if values["sram_reserved_bytes_per_pe"] >= values["sram_bytes_per_pe"]:
+        fail("field 'sram_reserved_bytes_per_pe' must be below 'sram_bytes_per_pe'")
+
+
+def _validate(data: object, origin: str) -> Target:
     def fail(message: str) -> NoReturn:
         raise TargetError(f"target file {origin}: {message}")
 
     if not isinstance(data, dict) or not isinstance(data.get("fields"), dict):
         fail("expected an object with 'name', 'wafer' and 'fields'")
-    wafer = data.get("wafer")
-    if wafer not in FABRIC_PES:
-        fail(f"'wafer' must be one of {sorted(FABRIC_PES)}, got {wafer!r}")
     given = data["fields"]
     unknown = sorted(set(given) - {f.name for f in _NUMERIC})
     if unknown:
@@ -119,33 +222,15 @@ def _validate(data: dict, origin: str) -> Target:
         entry = given.get(f.name)
         if entry is None:
             fail(f"missing field '{f.name}'")
-        value = entry.get("value") if isinstance(entry, dict) else entry
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            fail(f"field '{f.name}' must be a finite number, got {value!r}")
-        if value < 0 or (value == 0 and f.name not in _ALLOWS_ZERO):
-            fail(
-                f"field '{f.name}' must be {'>= 0' if f.name in _ALLOWS_ZERO else '> 0'}, got {value}"
-            )
-        if f.type == "int" and value != int(value):
-            fail(f"field '{f.name}' must be a whole number, got {value}")
-        values[f.name] = int(value) if f.type == "int" else float(value)
+        values[f.name] = entry.get("value") if isinstance(entry, dict) else entry
         if isinstance(entry, dict) and entry.get("source"):
             sources.append((f.name, str(entry["source"])))
-    max_w, max_h = FABRIC_PES[wafer]
-    if values["grid_width_pes"] > max_w or values["grid_height_pes"] > max_h:
-        fail(
-            f"grid {values['grid_width_pes']}x{values['grid_height_pes']} exceeds the "
-            f"{wafer} fabric of {max_w}x{max_h} PEs (fields 'grid_width_pes'/'grid_height_pes')"
-        )
-    if values["sram_reserved_bytes_per_pe"] >= values["sram_bytes_per_pe"]:
-        fail("field 'sram_reserved_bytes_per_pe' must be below 'sram_bytes_per_pe'")
+    _check_ranges(data.get("wafer"), values, f"target file {origin}")
+    for f in _NUMERIC:
+        values[f.name] = int(values[f.name]) if f.type == "int" else float(values[f.name])
     return Target(
         name=str(data.get("name", origin)),
-        wafer=wafer,
+        wafer=data["wafer"],
         description=str(data.get("description", "")),
         sources=tuple(sources),
         **values,

@@ -1,35 +1,96 @@
-"""Compiled-model artifacts: a versioned directory that runs without the compiler or MLIR.
+"""Compiled-model artifacts: a directory that runs without the compiler or MLIR, and that
+loading treats as untrusted data.
 
-Layout: `manifest.json` (format version, model name, target, signature with tensor specs,
-pytree specs, sha256 of every other file), `program.json`, `weights.safetensors` and
-`module.mlir` (kept for inspection; running never reads it).
+Layout (format version 2), regular files directly in the directory:
+
+- `manifest.json`: format version, model name, target, signature, tensor specs, the input
+  and output structures (`in_tree`, `out_tree`, in `runtime.trees`' JSON format), tied
+  weights (`{name: name it shares its tensor with}`) and the size and sha256 of every other
+  file;
+- `manifest.sha256`: the manifest's sha256 in `sha256sum` format (`sha256sum -c` checks it);
+- `program.json` (the `Program`), `weights.safetensors` (one tensor per distinct weight) and
+  `module.mlir` (for inspection: hashed, never interpreted).
+
+Loading checks every byte against a hash before using it: the manifest against
+`manifest.sha256`, every other file against the manifest (weights are hashed as they are read
+into their tensors, returned only once the digest matches). It opens only those file names,
+relative to the opened directory, and refuses symbolic links and anything but regular files;
+a manifest naming another file is refused. Sizes are bounded before anything is allocated
+(manifest, program bytes and instruction count, JSON nesting depth, safetensors header against
+the file size); the program is validated (field types, ops, value ids defined before use,
+outputs and signature indices in range); the weights must be exactly the program's params in
+name, shape and dtype. Nothing the artifact names is imported or executed (`runtime.trees`).
+Hashes catch corruption and edits; an artifact whose hashes were recomputed after an edit is
+still refused when malformed, but a well-formed one computes what its program says.
+
+Saving never loses data. Holding a lock (`flock` on `.NAME.lock` beside `path`, removed when
+done), `save` removes what killed saves left, refuses to replace anything but a Wafer artifact
+(and an artifact unless `overwrite=True`), writes and fsyncs the new artifact in a staging
+directory `.NAME.tmp-XXXXXXXX` beside `path`, and swaps the two with one atomic
+`renameat2(RENAME_EXCHANGE)`: at every instant `path` holds the old artifact or the new one,
+whole. Where that call is missing (not Linux, or a filesystem without it) the old artifact is
+renamed to `.NAME.old-XXXXXXXX` before the new one is renamed in; a crash between the two
+leaves `path` absent and the next save to it puts the old artifact back. Every `OSError`
+while saving becomes an `ArtifactError` naming the path.
+
+Reading and checking the files is `runtime.artifact_checks` (which defines the file names
+and bounds this module re-exports); the crash-safe replacement is `runtime.atomic_dir`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.utils import _pytree as pytree
 
 from core.errors import ArtifactError
+from runtime import trees
+from runtime.artifact_checks import (
+    CHECKSUM,
+    DATA_FILES,
+    FILES,
+    FORMAT_VERSION,
+    MANIFEST,
+    MAX_JSON_DEPTH,
+    MLIR,
+    PROGRAM,
+    WEIGHTS,
+    check_against_program,
+    check_hash,
+    hash_rest,
+    is_artifact,
+    open_directory,
+    open_file,
+    read_manifest,
+    read_program,
+    read_weights,
+    reading,
+    spec_json,
+)
+from runtime.artifact_checks import json_depth as _depth  # tests read `artifact._depth`
+from runtime.atomic_dir import fsync_path, replace_directory, write_synced
 from runtime.execution import Executor, ProgramCall, check_runtime, make_executor
-from runtime.program import Program, Signature, TensorSpec
+from runtime.program import Program, Signature
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-PROGRAM = "program.json"
-WEIGHTS = "weights.safetensors"
-MLIR = "module.mlir"
+__all__ = [
+    "CHECKSUM",
+    "DATA_FILES",
+    "FILES",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "MLIR",
+    "PROGRAM",
+    "WEIGHTS",
+    "LoadedModule",
+    "load",
+    "save",
+]
 
 
 # ---------------------------------------------------------------------------- save
@@ -46,118 +107,135 @@ def save(
     mlir: str,
     model_name: str,
     target: str,
+    overwrite: bool = False,
 ) -> Path:
-    """Write the artifact directory `path` atomically and return it.
-
-    Everything is written and fsynced in a temporary directory beside `path`, which then
-    replaces `path` by renames; a failure before that leaves `path` as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = _weights_to_save(program, weights)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    """Write the artifact directory `path` and return it. `path` may be absent, an empty
+    directory, or (with `overwrite=True`) a Wafer artifact, which is replaced atomically;
+    anything else is refused. A failure or crash leaves `path` as it was."""
+    tensors, tied = _weights_to_save(program, weights)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model_name": model_name,
+        "target": str(target),
+        "signature": signature.to_json(),
+        "input_specs": [spec_json(s) for s in program.input_specs],
+        "output_specs": [spec_json(s) for s in program.output_specs],
+        "in_tree": trees.to_json(in_spec),
+        "out_tree": trees.to_json(out_spec),
+        "tied_weights": tied,
+    }
+    if _depth(json.dumps(manifest).encode()) > MAX_JSON_DEPTH - 2:  # files add 2 levels
+        raise ArtifactError(
+            f"{path}: the model's inputs or outputs are nested deeper than an artifact stores "
+            f"({MAX_JSON_DEPTH} JSON levels); flatten them to save this model"
+        )
+    where = Path(os.path.abspath(path))
     try:
-        _write(staging / PROGRAM, json.dumps(program.to_json()).encode())
-        save_file(tensors, str(staging / WEIGHTS))
-        _fsync(staging / WEIGHTS)
-        _write(staging / MLIR, mlir.encode())
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "model_name": model_name,
-            "target": str(target),
-            "signature": signature.to_json(),
-            "input_specs": [_spec_json(s) for s in program.input_specs],
-            "output_specs": [_spec_json(s) for s in program.output_specs],
-            "in_spec": _dump_spec(in_spec),
-            "out_spec": _dump_spec(out_spec),
-            "files": {name: _sha256(staging / name) for name in (PROGRAM, WEIGHTS, MLIR)},
-        }
-        _write(staging / MANIFEST, json.dumps(manifest, indent=1).encode())
-        _fsync(staging)
-        _replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return path
+        where.parent.mkdir(parents=True, exist_ok=True)
+        replace_directory(
+            where,
+            check=lambda path: _check_replaceable(path, overwrite),
+            write=lambda staging: _write_artifact(staging, manifest, program, tensors, mlir),
+        )
+    except OSError as exc:
+        raise ArtifactError(
+            f"{path}: could not save the artifact ({exc}); nothing at the path was lost. "
+            "Fix the cause (space, permissions) and save again"
+        ) from exc
+    return Path(path)
 
 
-def _weights_to_save(program: Program, weights: Mapping[str, torch.Tensor]) -> dict:
-    """The program's weights as contiguous CPU tensors sharing no memory (safetensors
-    refuses aliases, e.g. tied embeddings)."""
-    out, seen = {}, set()
-    for name in program.params():
+def _weights_to_save(
+    program: Program, weights: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors to store, one per distinct weight, and the tied ones: a param that is the
+    same view of the same memory as an earlier one is stored once, as `{name: earlier}`."""
+    tensors: dict[str, torch.Tensor] = {}
+    tied: dict[str, str] = {}
+    views: dict[tuple, str] = {}
+    storages: set[int] = set()
+    for name, spec in program.params().items():
         if name not in weights:
             raise ArtifactError(f"weight {name!r} is missing from the weights given")
         t = weights[name].detach()
         if t.is_meta:
             raise ArtifactError(f"weight {name!r} is on the meta device; nothing to save")
-        t = t.cpu().contiguous()
+        if tuple(t.shape) != spec.shape or t.dtype != spec.torch_dtype:
+            raise ArtifactError(
+                f"weight {name!r} is {list(t.shape)} {t.dtype}, but the program reads it as "
+                f"{spec.describe()}; pass the weights the program was compiled with"
+            )
         storage = t.untyped_storage().data_ptr()
-        out[name] = t.clone() if storage in seen else t
-        seen.add(storage)
-    return out
+        view = (t.device, storage, t.storage_offset(), t.shape, t.stride(), t.dtype)
+        if view in views:
+            tied[name] = views[view]
+            continue
+        views[view] = name
+        t = t.cpu().contiguous()
+        tensors[name] = t.clone() if storage in storages else t  # safetensors refuses overlaps
+        storages.add(storage)
+    return tensors, tied
 
 
-def _dump_spec(spec: pytree.TreeSpec) -> dict:
-    """`{"treespec": text}`, or `{"flat": n}` when the spec cannot be serialised: the loaded
-    module then takes and returns flat lists."""
-    try:
-        return {"treespec": pytree.treespec_dumps(spec)}
-    except Exception as exc:  # pytree raises several types for unregistered node types
-        return {"flat": spec.num_leaves, "reason": f"{type(exc).__name__}: {exc}"}
-
-
-def _write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace(staging: Path, path: Path) -> None:
-    """Rename `staging` to `path`; an existing `path` is moved aside first and removed only
-    once the new artifact is in place (restored if that rename fails)."""
-    old = None
-    if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-        os.rename(path, old / path.name)
-    try:
-        os.rename(staging, path)
-    except BaseException:
-        if old is not None:
-            os.rename(old / path.name, path)
-            old.rmdir()
-        raise
-    _fsync(path.parent)
-    if old is not None:
-        shutil.rmtree(old)
+def _write_artifact(
+    directory: Path, manifest: dict, program: Program, tensors: dict, mlir: str
+) -> None:
+    """Write and fsync every file of the artifact in `directory`, the manifest last."""
+    write_synced(directory / PROGRAM, json.dumps(program.to_json()).encode())
+    save_file(tensors, str(directory / WEIGHTS))
+    fsync_path(directory / WEIGHTS)
+    write_synced(directory / MLIR, mlir.encode())
+    manifest["files"] = {
+        name: {"sha256": _sha256(directory / name), "size": (directory / name).stat().st_size}
+        for name in DATA_FILES
+    }
+    text = json.dumps(manifest, indent=1).encode()
+    write_synced(directory / MANIFEST, text)
+    write_synced(directory / CHECKSUM, f"{hashlib.sha256(text).hexdigest()}  {MANIFEST}\n".encode())
+    fsync_path(directory)
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hash_rest(f).hexdigest()
 
 
-def _spec_json(spec: TensorSpec) -> dict:
-    return {"shape": list(spec.shape), "dtype": spec.dtype}
+def _check_replaceable(path: Path, overwrite: bool) -> None:
+    """Refuse to replace anything but an empty directory or a Wafer artifact, and an
+    artifact unless `overwrite`."""
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink():
+        raise ArtifactError(
+            f"{path} is a symbolic link; Wafer does not save through links: remove the link "
+            "or save to another path"
+        )
+    if not path.is_dir():
+        raise ArtifactError(
+            f"{path} exists and is a file, not a Wafer artifact; move or delete it, or save "
+            "to another path"
+        )
+    entries = sorted(os.listdir(path))
+    if entries and not is_artifact(path, entries):
+        odd = [e for e in entries if e not in FILES] or entries
+        shown = ", ".join(odd[:3]) + (", ..." if len(odd) > 3 else "")
+        raise ArtifactError(
+            f"{path} is a directory holding files that are not a Wafer artifact ({shown}); "
+            "Wafer replaces only its own artifacts: move those files away or save to another path"
+        )
+    if entries and not overwrite:
+        raise ArtifactError(
+            f"{path} already holds a Wafer artifact; pass overwrite=True to replace it"
+        )
 
 
 # ---------------------------------------------------------------------------- load
 
 
 class LoadedModule(ProgramCall):
-    """A loaded artifact, callable like the original model on the runtime chosen at load."""
+    """A loaded artifact, callable like the original model on the runtime chosen at load.
+    `structure_notes` says which output (or input) classes came back as plain containers
+    because they were not imported (see `runtime.trees`)."""
 
     def __init__(
         self,
@@ -169,6 +247,7 @@ class LoadedModule(ProgramCall):
         signature: Signature,
         in_spec: pytree.TreeSpec | None,
         out_spec: pytree.TreeSpec | None,
+        structure_notes: list[str],
     ):
         check_runtime(runtime, placed=False)
         self.manifest = manifest
@@ -179,92 +258,69 @@ class LoadedModule(ProgramCall):
         self.signature = signature
         self.in_spec = in_spec
         self.out_spec = out_spec
+        self.structure_notes = structure_notes
         self.runtime = runtime
         self._executor = None
 
     def _make_executor(self) -> Executor:
-        return make_executor(self.runtime, self.program, self.weights)
+        return make_executor(
+            self.runtime, self.program, self.weights, check_indices=self.check_indices
+        )
 
 
-def load(path: str | os.PathLike, *, runtime: str = "jax") -> LoadedModule:
-    """Load the artifact at `path`, verified against its manifest, to run on `runtime`
-    ("jax" or "reference"; an artifact holds no placement for "simulator")."""
+def load(
+    path: str | os.PathLike, *, runtime: str = "jax", check_indices: bool = True
+) -> LoadedModule:
+    """Load the artifact at `path`, verified as described above, to run on `runtime`
+    ("jax" or "reference"; an artifact holds no placement for "simulator"); `check_indices=False`
+    lets the JAX runtime clamp out-of-range indices instead of checking them. A load that a
+    concurrent save replaced the artifact under (and then removed the old one) starts again."""
     check_runtime(runtime, placed=False)
     path = Path(path)
-    manifest = _read_manifest(path / MANIFEST)
-    for name, digest in manifest["files"].items():
-        file = path / name
-        if not file.is_file():
-            raise ArtifactError(f"{file}: missing from the artifact")
-        if _sha256(file) != digest:
-            raise ArtifactError(f"{file}: sha256 differs from the manifest; the file is corrupted")
-    with _reading(path / MANIFEST):
-        signature = Signature.from_json(manifest["signature"])
-        in_spec, out_spec = _load_spec(manifest["in_spec"]), _load_spec(manifest["out_spec"])
-    with _reading(path / PROGRAM):
-        program = Program.from_json(json.loads((path / PROGRAM).read_text()))
-    with _reading(path / WEIGHTS):
-        weights = load_file(str(path / WEIGHTS))
+    attempts = 3
+    while True:
+        attempts -= 1
+        with open_directory(path) as dir_fd:
+            try:
+                return _load(path, dir_fd, runtime, check_indices)
+            except ArtifactError:
+                if not attempts or _still_at(path, dir_fd):
+                    raise
+
+
+def _still_at(path: Path, dir_fd: int) -> bool:
+    """Whether the directory opened as `dir_fd` is still the one at `path`."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(dir_fd))
+    except OSError:
+        return False
+
+
+def _load(path: Path, dir_fd: int, runtime: str, check_indices: bool) -> LoadedModule:
+    manifest = read_manifest(path, dir_fd)
+    files = manifest["files"]
+    with open_file(path, dir_fd, PROGRAM, files[PROGRAM]) as f:
+        program = read_program(f, path / PROGRAM, files[PROGRAM])
+    with open_file(path, dir_fd, MLIR, files[MLIR]) as f:
+        check_hash(path / MLIR, hash_rest(f).hexdigest(), files[MLIR])
+    notes: list[str] = []
+    with reading(path / MANIFEST):
+        signature, in_spec, out_spec = check_against_program(manifest, program, notes)
+    tied = manifest["tied_weights"]
+    stored = {n: s for n, s in program.params().items() if n not in tied}
+    with open_file(path, dir_fd, WEIGHTS, files[WEIGHTS]) as f:
+        weights = read_weights(f, path / WEIGHTS, files[WEIGHTS], stored)
+    weights.update({name: weights[shares] for name, shares in tied.items()})
     loaded = LoadedModule(
-        manifest, program, weights, runtime, signature=signature, in_spec=in_spec, out_spec=out_spec
+        manifest,
+        program,
+        weights,
+        runtime,
+        signature=signature,
+        in_spec=in_spec,
+        out_spec=out_spec,
+        structure_notes=notes,
     )
+    loaded.check_indices = check_indices
     loaded._executor = loaded._make_executor()  # JAX refuses a program it cannot run now
     return loaded
-
-
-@contextlib.contextmanager
-def _reading(file: Path) -> Iterator[None]:
-    """Turn any failure to interpret `file` into an ArtifactError naming it."""
-    try:
-        yield
-    except Exception as exc:  # json, safetensors and pytree raise many types
-        raise ArtifactError(f"{file}: unreadable ({type(exc).__name__}: {exc})") from exc
-
-
-def _read_manifest(file: Path) -> dict:
-    if not file.is_file():
-        raise ArtifactError(f"{file}: not found; {file.parent} is not a Wafer artifact")
-    try:
-        manifest = json.loads(file.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{file}: truncated or not JSON ({exc})") from exc
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if not isinstance(version, int) or version < 1:
-        raise ArtifactError(f"{file}: no valid format_version")
-    if version > FORMAT_VERSION:
-        raise ArtifactError(
-            f"{file}: format version {version} is newer than {FORMAT_VERSION}, the newest "
-            "this runtime reads; upgrade Wafer to load it"
-        )
-    keys = ("model_name", "target", "signature", "in_spec", "out_spec", "files")
-    missing = [k for k in keys if k not in manifest]
-    files = manifest["files"] if isinstance(manifest.get("files"), dict) else {}
-    missing += [f"files.{n}" for n in (PROGRAM, WEIGHTS, MLIR) if n not in files]
-    if missing:
-        raise ArtifactError(f"{file}: missing fields {', '.join(missing)}")
-    return manifest
-
-
-def _load_spec(stored: dict) -> pytree.TreeSpec | None:
-    """The stored TreeSpec (None for a flat fallback). Node types are registered by their
-    defining modules (e.g. Hugging Face ModelOutput classes), which are imported first."""
-    if "treespec" not in stored:
-        return None
-    text = stored["treespec"]
-    for name in _type_names(json.loads(text)):
-        if name not in pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE:
-            try:
-                importlib.import_module(name.rpartition(".")[0])
-            except ImportError as exc:
-                raise LookupError(f"pytree node type {name} is unavailable: {exc}") from exc
-    return pytree.treespec_loads(text)
-
-
-def _type_names(node) -> set[str]:
-    """Every `"type"` named in a serialised TreeSpec."""
-    if isinstance(node, list):
-        return set().union(*(_type_names(n) for n in node))
-    if isinstance(node, dict):
-        names = {node["type"]} if node.get("type") else set()
-        return names.union(*(_type_names(c) for c in node.get("children_spec", [])))
-    return set()

@@ -5,8 +5,13 @@ share.
 (tile by tile as placed, on the simulated PEs' SRAM; needs a placed program and its target)
 and `"jax"` (the whole program under one `jax.jit`, on a GPU when JAX sees one).
 `ProgramCall` gives a class holding a program, its weights, its signature and pytree specs the
-model-like call: inputs checked against the signature, the chosen executor built on first use,
-outputs rebuilt in the model's structure.
+model-like call: inputs checked against the signature (tensors for shape and dtype, other
+inputs for the values compiled for), the chosen executor built on first use, outputs rebuilt
+in the model's structure.
+
+Every runtime raises `IndexOutOfRangeError` for an embedding or indexing index outside the
+range eager PyTorch accepts. The reference and tile-by-tile runtimes always check; the JAX
+runtime checks unless built with `check_indices=False` (the check waits for the device).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.utils import _pytree as pytree
 
-from core.errors import MetaDeviceError, UnknownRuntimeError
+from core.errors import InputMismatchError, MetaDeviceError, UnknownRuntimeError
 from core.target import Target
 from runtime.program import Program, Signature, flatten_inputs
 
@@ -46,9 +51,11 @@ def make_executor(
     *,
     placed_program: Program | None = None,
     target: Target | None = None,
+    check_indices: bool = True,
 ) -> Executor:
     """The function that runs `program` (or, tile by tile, `placed_program` on `target`) on
-    flat tensor inputs and returns its flat outputs."""
+    flat tensor inputs and returns its flat outputs; `check_indices=False` lets the JAX
+    runtime skip its index range check."""
     check_runtime(runtime, placed=placed_program is not None and target is not None)
     if runtime == "simulator" and placed_program is not None and target is not None:
         from runtime import tiled
@@ -58,14 +65,24 @@ def make_executor(
     if runtime == "jax":
         from runtime.jax_runtime import JaxExecutable
 
-        return JaxExecutable(program, weights)
+        return JaxExecutable(program, weights, check_indices=check_indices)
     from runtime import reference
 
     return lambda tensors: reference.execute(program, weights, [t.cpu() for t in tensors])
 
 
-def check_weights(weights: Mapping[str, torch.Tensor]) -> None:
-    """Numerical execution needs real weights: refuse meta-device ones, naming one."""
+def check_weights(program: Program, weights: Mapping[str, torch.Tensor]) -> None:
+    """Numerical execution needs real weights, of the shapes and dtypes the program was
+    compiled for: refuse meta-device, missing or mismatched ones, naming one."""
+    for name, spec in program.params().items():
+        weight = weights.get(name)
+        if weight is None:
+            raise InputMismatchError(f"weight {name!r} is missing from the weights given")
+        if tuple(weight.shape) != spec.shape or weight.dtype != spec.torch_dtype:
+            raise InputMismatchError(
+                f"weight {name!r} is {list(weight.shape)} {weight.dtype}, but the program was "
+                f"compiled for {spec.describe()}; give the weights it was compiled with"
+            )
     meta = [name for name, w in weights.items() if w.is_meta]
     if meta:
         raise MetaDeviceError(
@@ -77,7 +94,7 @@ def check_weights(weights: Mapping[str, torch.Tensor]) -> None:
 
 class ProgramCall(ABC):
     """The model-like call of a compiled program; subclasses provide the attributes below
-    and `_make_executor`."""
+    and `_make_executor` (which passes `check_indices` on to `make_executor`)."""
 
     program: Program
     weights: dict[str, torch.Tensor]
@@ -85,6 +102,7 @@ class ProgramCall(ABC):
     in_spec: pytree.TreeSpec | None
     out_spec: pytree.TreeSpec | None
     runtime: str
+    check_indices: bool = True
     _executor: Executor | None
 
     @abstractmethod
@@ -100,7 +118,7 @@ class ProgramCall(ABC):
 
     def run_flat(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         """Execute on already-checked flat tensor inputs; returns the program's outputs."""
-        check_weights(self.weights)
+        check_weights(self.program, self.weights)
         if self._executor is None:
             self._executor = self._make_executor()
         return self._executor(tensors)

@@ -4,6 +4,11 @@ function. Runs on the GPU when JAX sees one, else on the CPU.
 Rules reproduce `runtime.reference.KERNELS`. 16-bit floats compute in float32 where eager
 PyTorch does (matmul accumulation, softmax, normalisation, attention) and round once at the
 end. Programs use i64 and f64, so tracing and every call run under `jax.enable_x64`.
+
+XLA clamps out-of-range gather indices where eager PyTorch raises. So by default the jitted
+function also returns the lowest and highest index of every index operand (`embedding`,
+`index`), and the call raises `IndexOutOfRangeError` on the host when one is out of range;
+`check_indices=False` skips that reduction and the wait for it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +25,16 @@ from jax import lax
 
 from core.errors import ExecutionError
 from core.ops import OpTable
-from runtime.program import Instruction, Program, TensorSpec, constant_tensor
+from runtime.program import (
+    INDEXED_OPS,
+    IndexBound,
+    Instruction,
+    Program,
+    TensorSpec,
+    check_index_range,
+    constant_tensor,
+    index_bounds,
+)
 
 Rule = Callable[..., jax.Array | tuple[jax.Array, ...]]
 HIGHEST = lax.Precision.HIGHEST
@@ -422,6 +437,8 @@ class JaxExecutable:
 
     `executable(inputs)` takes and returns flat torch tensors; `run_device` takes and returns
     JAX arrays so that state can stay on the device between calls (e.g. decode steps).
+    With `check_indices` (the default) a call with an index out of the range eager PyTorch
+    accepts raises `IndexOutOfRangeError`, which waits for the device; without, XLA clamps it.
     """
 
     def __init__(
@@ -431,6 +448,7 @@ class JaxExecutable:
         *,
         scan_memory_bytes: int = DEFAULT_SCAN_MEMORY_BYTES,
         device: jax.Device | None = None,
+        check_indices: bool = True,
     ):
         unknown = sorted({i.op for i in program.instructions} - set(RULES) - {"param"})
         if unknown:
@@ -448,33 +466,73 @@ class JaxExecutable:
         self.program = program
         self.options = Options(scan_memory_bytes)
         self.device = device or jax.devices()[0]
+        self._checks = _index_checks(program) if check_indices else []
         with jax.enable_x64(True):
             self._weights = {n: _from_torch(weights[n], self.device) for n in names}
         self._jitted = jax.jit(self._run)
 
-    def _run(self, weights: dict[str, jax.Array], inputs: list[jax.Array]) -> list[jax.Array]:
-        """The whole program as one traceable function."""
+    def _run(
+        self, weights: dict[str, jax.Array], inputs: list[jax.Array]
+    ) -> tuple[list[jax.Array], jax.Array | None]:
+        """The whole program as one traceable function; also returns the (lowest, highest)
+        index of every operand in `self._checks`, one row each."""
         _check("program inputs", inputs, self.program.input_specs)
         env: dict[int, jax.Array] = dict(enumerate(inputs))
-        for ins in self.program.instructions:
+        extremes = []
+        for position, ins in enumerate(self.program.instructions):
             results: tuple[jax.Array, ...]
             if ins.op == "param":
                 results = (weights[ins.attrs["sym_name"]],)
             else:
                 args = [None if v is None else env[v] for v in ins.operands]
+                extremes += [
+                    jnp.stack([jnp.min(env[c.value]), jnp.max(env[c.value])]).astype(jnp.int64)
+                    for c in self._checks
+                    if c.position == position
+                ]
                 out = RULES[ins.op](ins, self.options, *args)
                 results = out if isinstance(out, tuple) else (out,)
             _check(f"JAX rule of wse.{ins.op} ({ins.node})", results, ins.result_specs)
             env.update(zip(ins.results, results, strict=True))
-        return [env[v] for v in self.program.outputs]
+        return [env[v] for v in self.program.outputs], jnp.stack(extremes) if extremes else None
 
     def run_device(self, inputs: Sequence[jax.Array]) -> list[jax.Array]:
-        """Run on JAX arrays (already on `self.device`); returns JAX arrays."""
+        """Run on JAX arrays (already on `self.device`); returns JAX arrays. Checking the
+        indices waits for the call to finish."""
         with jax.enable_x64(True):
-            return self._jitted(self._weights, list(inputs))
+            outputs, extremes = self._jitted(self._weights, list(inputs))
+        if extremes is not None:
+            for check, (lowest, highest) in zip(self._checks, extremes.tolist(), strict=True):
+                check_index_range(check.ins, check.bound, lowest, highest)
+        return outputs
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Run on flat torch tensors; results are torch tensors (see `_to_torch`)."""
         with jax.enable_x64(True):
             arrays = [_from_torch(t, self.device) for t in inputs]
         return [_to_torch(a) for a in self.run_device(arrays)]
+
+
+class _IndexCheck(NamedTuple):
+    """Index operand `value` of the instruction at `position`, to check against `bound`."""
+
+    position: int
+    ins: Instruction
+    bound: IndexBound
+    value: int
+
+
+def _index_checks(program: Program) -> list[_IndexCheck]:
+    """The non-empty index operands of the program's `embedding` and `index` ops."""
+    specs = dict(enumerate(program.input_specs))
+    checks = []
+    for position, ins in enumerate(program.instructions):
+        specs.update(zip(ins.results, ins.result_specs, strict=True))
+        source = ins.operands[0] if ins.op in INDEXED_OPS else None
+        if source is None:
+            continue
+        for bound in index_bounds(ins, specs[source].shape):
+            value = ins.operands[bound.operand]
+            if value is not None and 0 not in specs[value].shape:
+                checks.append(_IndexCheck(position, ins, bound, value))
+    return checks

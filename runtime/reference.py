@@ -13,7 +13,13 @@ import torch.nn.functional as F
 
 from core.errors import ExecutionError
 from core.ops import OpTable
-from runtime.program import Instruction, Program, constant_tensor
+from runtime.program import (
+    Instruction,
+    Program,
+    check_index_range,
+    constant_tensor,
+    index_bounds,
+)
 
 Kernel = Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]
 
@@ -74,7 +80,23 @@ def _slice(ins: Instruction, x) -> torch.Tensor:
     return x[tuple(index)]
 
 
+def _check_indices(ins: Instruction, source: torch.Tensor, *indices: torch.Tensor) -> None:
+    """Raise `IndexOutOfRangeError` for an index outside the range eager accepts (see
+    `runtime.program.index_bounds`), before the kernel raises a bare `IndexError`."""
+    for bound in index_bounds(ins, source.shape):
+        idx = indices[bound.operand - 1]
+        if idx.numel():
+            lowest, highest = torch.aminmax(idx)
+            check_index_range(ins, bound, int(lowest), int(highest))
+
+
+def _embedding(ins: Instruction, weight, idx) -> torch.Tensor:
+    _check_indices(ins, weight, idx)
+    return F.embedding(idx, weight)
+
+
 def _index(ins: Instruction, x, *indices) -> torch.Tensor:
+    _check_indices(ins, x, *indices)
     key: list = [slice(None)] * x.dim()
     for d, idx in zip(ins.attrs["indexed_dims"], indices, strict=True):
         key[d] = idx
@@ -188,7 +210,7 @@ KERNELS: OpTable[Kernel] = OpTable(
         "broadcast": lambda ins, x: x.expand(_shape(ins)),
         "slice": _slice,
         "concat": lambda ins, a, b: torch.cat((a, b), ins.attrs["dim"]),
-        "embedding": lambda ins, w, idx: F.embedding(idx, w),
+        "embedding": _embedding,
         "index": _index,
         "depthwise_conv1d": _conv,
         "selective_scan": _scan,

@@ -9,7 +9,8 @@ reads from its own SRAM, `wse.fabric_reduce` adds the partial sums of the PE row
 in the order of its algorithm, and the Cannon dataflow moves activation blocks as its
 `wse.fabric_shift` says and output blocks one PE up per step. A wrong tile offset, a missing
 partial sum or a wrong shift changes the result.
-Other ops run the reference kernels on whole tensors.
+Other ops run the reference kernels on whole tensors; so an embedding or indexing index out of
+range raises `IndexOutOfRangeError` here as in the reference runtime.
 
 The image holds `width x height x usable SRAM` bytes: this is for small grids (test meshes).
 """

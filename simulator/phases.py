@@ -30,6 +30,10 @@ from simulator.summary import SimResult, summarize
 from simulator.translate import streams_weights, translate
 
 CHUNK_TOKENS = 64
+# Tokens in flight at once, batch x (prompt + decode steps): beyond 2**24 the activations of
+# even the smallest registered published model (mamba-130m, ~3 KB per token in fp16) exceed
+# any wafer's SRAM (WSE-3: 44 GB), and shape products stay far inside 64-bit integers.
+MAX_TOKENS = 1 << 24
 
 
 def confine(target: str | Target, grid: tuple[int, int] | None) -> Target:
@@ -68,10 +72,20 @@ class SimOptions:
             raise ModelSimError(
                 f"dtype must be one of {list(dtypes.COMPUTE_LABELS)}, got {self.dtype!r}"
             )
-        if self.seq < 1 or self.batch < 1 or self.decode_steps < 0:
+        counts = (self.seq, self.batch, self.decode_steps)
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts) or (
+            self.seq < 1 or self.batch < 1 or self.decode_steps < 0
+        ):
             raise ModelSimError(
-                "need seq >= 1, batch >= 1 and decode steps >= 0, "
-                f"got {self.seq}, {self.batch}, {self.decode_steps}"
+                "need whole numbers seq >= 1, batch >= 1 and decode steps >= 0, "
+                f"got {self.seq!r:.40}, {self.batch!r:.40}, {self.decode_steps!r:.40}"
+            )
+        tokens = self.batch * (self.seq + self.decode_steps)
+        if tokens > MAX_TOKENS:
+            raise ModelSimError(
+                f"batch x (seq + decode steps) = {tokens:,} tokens, over the bound of "
+                f"{MAX_TOKENS:,} (2**24) that no wafer's SRAM comes near holding; "
+                "simulate fewer tokens"
             )
 
     @property

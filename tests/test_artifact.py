@@ -1,12 +1,14 @@
 """Artifacts: save/load round trips, refusal of damaged artifacts, atomic saves, and running
 an artifact in a process where the compiler and MLIR cannot be imported."""
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from torch.utils import _pytree as pytree
 from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
 
 import runtime
-from runtime import artifact
+from runtime import artifact, atomic_dir
 from runtime.program import Instruction, Program, Signature, TensorSpec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,12 +62,24 @@ def test_round_trip_matches_eager(saved, gpt2, runtime_name):
     compiled, ids, eager = gpt2
     module = runtime.load(saved, runtime=runtime_name)
     out = module(ids, use_cache=False)
-    assert isinstance(out, CausalLMOutputWithCrossAttentions)
+    assert isinstance(out, CausalLMOutputWithCrossAttentions) and module.structure_notes == []
     assert (out.logits - eager).abs().max() <= 1e-4
     assert module.model_name == "GPT2LMHeadModel" and module.target == "wse3"
-    assert sorted(p.name for p in saved.iterdir()) == sorted(
-        ["manifest.json", "program.json", "weights.safetensors", "module.mlir"]
+    assert sorted(p.name for p in saved.iterdir()) == sorted(artifact.FILES)
+    assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]  # no lock, no staging
+
+
+def test_tied_weights_are_stored_once(saved, gpt2):
+    compiled = gpt2[0]
+    tied = {"lm_head.weight": "transformer.wte.weight"}
+    assert (
+        compiled.weights["lm_head.weight"].data_ptr()
+        == compiled.weights["transformer.wte.weight"].data_ptr()
     )
+    assert json.loads((saved / artifact.MANIFEST).read_text())["tied_weights"] == tied
+    module = runtime.load(saved, runtime="reference")
+    assert module.weights["lm_head.weight"] is module.weights["transformer.wte.weight"]
+    assert set(module.weights) == set(compiled.program.params())
 
 
 def test_inputs_are_checked(saved, gpt2):
@@ -88,7 +102,7 @@ def test_corrupted_weights_are_refused(saved, tmp_path):
     data = bytearray((path / "weights.safetensors").read_bytes())
     data[-1] ^= 0xFF
     (path / "weights.safetensors").write_bytes(bytes(data))
-    with pytest.raises(runtime.ArtifactError, match=r"weights\.safetensors.*corrupted"):
+    with pytest.raises(runtime.ArtifactError, match=r"weights\.safetensors: sha256 differs"):
         runtime.load(path)
 
 
@@ -105,10 +119,15 @@ def test_newer_format_and_missing_artifact_are_refused(saved, tmp_path):
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["format_version"] = artifact.FORMAT_VERSION + 1
     (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(runtime.ArtifactError, match=r"manifest\.json.*newer"):
+    with pytest.raises(runtime.ArtifactError, match=r"manifest\.json.*newer.*upgrade Wafer"):
         runtime.load(path)
-    with pytest.raises(runtime.ArtifactError, match=r"nothing.*manifest\.json.*not found"):
+    (path / artifact.CHECKSUM).unlink()
+    with pytest.raises(runtime.ArtifactError, match=r"manifest\.json.*newer.*upgrade Wafer"):
+        runtime.load(path)
+    with pytest.raises(runtime.ArtifactError, match=r"nothing: not found"):
         runtime.load(tmp_path / "nothing")
+    with pytest.raises(runtime.ArtifactError, match=r"manifest\.json: missing"):
+        runtime.load(tmp_path)
 
 
 def test_failed_save_leaves_no_trace(gpt2, tmp_path, monkeypatch):
@@ -116,35 +135,66 @@ def test_failed_save_leaves_no_trace(gpt2, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(artifact, "save_file", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(
+        runtime.ArtifactError, match="gpt2: could not save.*disk full.*nothing at the path was lost"
+    ):
         _save(tmp_path / "gpt2", gpt2[0])
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("failure", ["writing", "renaming into place"])
+@pytest.mark.parametrize("failure", ["writing", "swapping into place"])
 def test_failed_save_keeps_the_previous_artifact(saved, gpt2, tmp_path, monkeypatch, failure):
     path = _copy(saved, tmp_path / "gpt2")
     before = {f.name: f.read_bytes() for f in path.iterdir()}
-    rename = os.rename
 
     def interrupted(*args):
         raise OSError("interrupted")
 
-    def rename_fails_into_place(src, dst):  # only the new artifact's rename, not the restore
-        (interrupted if ".tmp-" in Path(src).name else rename)(src, dst)
-
     with monkeypatch.context() as m:
-        if failure == "writing":
-            m.setattr(artifact, "_sha256", interrupted)  # after the data files, before the manifest
-        else:
-            m.setattr(os, "rename", rename_fails_into_place)
-        with pytest.raises(OSError, match="interrupted"):
-            _save(path, gpt2[0], model_name="new")
+        target = (artifact, "_sha256") if failure == "writing" else (atomic_dir, "_exchange")
+        m.setattr(*target, interrupted)
+        with pytest.raises(runtime.ArtifactError, match="interrupted"):
+            _save(path, gpt2[0], model_name="new", overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["gpt2"]
     assert {f.name: f.read_bytes() for f in path.iterdir()} == before
-    _save(path, gpt2[0], model_name="new")
+    _save(path, gpt2[0], model_name="new", overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["gpt2"]
     assert runtime.load(path, runtime="reference").model_name == "new"
+
+
+def test_replacement_without_atomic_exchange(gpt2, tmp_path, monkeypatch):
+    """Where renameat2 is missing, the old artifact is moved aside; a crash then leaves it
+    beside the path, and the next save puts it back before deciding anything."""
+    monkeypatch.setattr(atomic_dir, "_exchange", lambda a, b: False)
+    path = _save(tmp_path / "gpt2", gpt2[0], model_name="old")
+    _save(path, gpt2[0], model_name="new", overwrite=True)
+    assert runtime.load(path, runtime="reference").model_name == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["gpt2"]
+    path.rename(tmp_path / ".gpt2.old-0123abcd")  # killed between the two renames
+    (tmp_path / ".gpt2.tmp-89abcdef").mkdir()
+    with pytest.raises(runtime.ArtifactError, match="pass overwrite=True"):
+        _save(path, gpt2[0], model_name="newer")
+    assert runtime.load(path, runtime="reference").model_name == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["gpt2"]
+
+
+def test_the_next_save_removes_what_killed_saves_left(gpt2, tmp_path):
+    stale = [tmp_path / ".gpt2.tmp-0123abcd", tmp_path / ".gpt2.old-89abcdef"]
+    path = _save(tmp_path / "gpt2", gpt2[0])
+    for d in stale:
+        _copy(path, d)
+    (tmp_path / ".gpt2.lock").touch()  # a killed save's lock file (its flock died with it)
+    others = [tmp_path / ".gpt2.tmp-xyz", tmp_path / ".gpt2b.tmp-0123abcd"]  # not ours
+    for d in others:
+        d.mkdir()
+    _save(path, gpt2[0], model_name="new", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["gpt2", *(d.name for d in others)])
+
+
+def test_an_empty_directory_is_used(gpt2, tmp_path):
+    (tmp_path / "gpt2").mkdir()
+    path = _save(tmp_path / "gpt2", gpt2[0])
+    assert runtime.load(path, runtime="reference").model_name == "tiny-gpt2"
 
 
 @dataclass
@@ -158,32 +208,84 @@ class Pair:
 pytree.register_pytree_node(Pair, lambda p: ([p.first, p.second], None), lambda xs, _: Pair(*xs))
 
 
-def test_unserialisable_spec_falls_back_to_flat(tmp_path):
+class Halves(NamedTuple):
+    low: torch.Tensor
+    high: torch.Tensor
+
+
+def _two_output_program() -> Program:
     spec = TensorSpec((3,), "f32")
-    program = Program(
+    return Program(
         (spec, spec),
         (Instruction("add", (0, 1), (2,), (spec,)), Instruction("mul", (0, 1), (3,), (spec,))),
         (2, 3),
     )
+
+
+def _save_tree(path, out_tree):
     x, y = torch.randn(3), torch.randn(3)
-    _, in_spec = pytree.tree_flatten(((x, y), {}))
-    _, out_spec = pytree.tree_flatten(Pair(x, y))
-    path = artifact.save(
-        tmp_path / "a",
-        program=program,
+    return artifact.save(
+        path,
+        program=_two_output_program(),
         weights={},
         signature=Signature((True, True), (0, 1)),
-        in_spec=in_spec,
-        out_spec=out_spec,
+        in_spec=pytree.tree_flatten(((x, y), {}))[1],
+        out_spec=pytree.tree_flatten(out_tree(x, y))[1],
         mlir="",
         model_name="pair",
         target="wse3",
     )
+
+
+def test_unserialisable_spec_falls_back_to_flat(tmp_path):
+    path = _save_tree(tmp_path / "a", Pair)
     module = runtime.load(path, runtime="reference")
-    assert module.manifest["out_spec"]["flat"] == 2 and module.manifest["out_spec"]["reason"]
+    assert (
+        module.manifest["out_tree"]["flat"] == 2 and "Pair" in module.manifest["out_tree"]["reason"]
+    )
+    x, y = torch.randn(3), torch.randn(3)
     first, second = module(x, y)
     torch.testing.assert_close(first, x + y)
     torch.testing.assert_close(second, x * y)
+
+
+def test_namedtuple_outputs_are_rebuilt_only_from_imported_classes(tmp_path):
+    path = _save_tree(tmp_path / "a", Halves)
+    x, y = torch.randn(3), torch.randn(3)
+    out = runtime.load(path, runtime="reference")(x, y)
+    assert type(out) is Halves and torch.equal(out.high, x * y)
+    manifest = json.loads((path / artifact.MANIFEST).read_text())
+    manifest["out_tree"]["namedtuple"]["module"] = "not_imported_anywhere"
+    (path / artifact.MANIFEST).write_text(json.dumps(manifest))
+    forged = hashlib.sha256((path / artifact.MANIFEST).read_bytes()).hexdigest()
+    (path / artifact.CHECKSUM).write_text(f"{forged}  manifest.json\n")
+    module = runtime.load(path, runtime="reference")
+    out = module(x, y)
+    assert type(out) is tuple and torch.equal(out[1], x * y)
+    assert "not_imported_anywhere" not in sys.modules
+    assert "not_imported_anywhere.Halves is not imported" in module.structure_notes[0]
+
+
+def test_structures_too_deep_to_load_are_not_saved(tmp_path):
+    def deep(x, y):
+        tree: list = [x, y]
+        for _ in range(50):
+            tree = [tree]
+        return tree
+
+    with pytest.raises(runtime.ArtifactError, match="nested deeper than an artifact stores"):
+        _save_tree(tmp_path / "a", deep)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version_1_artifacts_are_refused_and_can_be_replaced(saved, gpt2, tmp_path):
+    path = _copy(saved, tmp_path / "a")
+    (path / artifact.CHECKSUM).unlink()
+    (path / artifact.MANIFEST).write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(runtime.ArtifactError, match="format version 1.*save it again"):
+        runtime.load(path)
+    _save(path, gpt2[0], overwrite=True)
+    assert runtime.load(path, runtime="reference").model_name == "tiny-gpt2"
 
 
 # Ends with os._exit: once (under heavy load) a run printed the right result and then aborted
@@ -205,7 +307,13 @@ except ImportError:
 import runtime
 
 ids, expected = torch.load(sys.argv[2])
+module = runtime.load(sys.argv[1])
+out = module(ids, use_cache=False)  # transformers is not imported: the output is a dict
+assert type(out) is dict and "transformers" not in sys.modules, type(out)
+assert "CausalLMOutputWithCrossAttentions is not imported" in module.structure_notes[0]
+import transformers.modeling_outputs
 out = runtime.load(sys.argv[1])(ids, use_cache=False)
+assert type(out).__name__ == "CausalLMOutputWithCrossAttentions", type(out)
 assert "torch_mlir" not in sys.modules and "compiler" not in sys.modules
 print((out.logits - expected).abs().max().item(), flush=True)
 os._exit(0)

@@ -54,7 +54,7 @@ def test_quick_prepare_and_run_without_compiler(tmp_path):
     _run(sys.executable, str(SCRIPT), "prepare", "--quick", "--out", str(out))
     assert (out / "index.json").is_file() and not list(out.rglob("*.safetensors"))
     manifest = json.loads((out / "gpt2-decode" / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and "weights.safetensors" in manifest["files"]
+    assert manifest["format_version"] == 2 and "weights.safetensors" in manifest["files"]
     report = _run_without_compiler(out)
     lines = report.splitlines()
     for case, impls in ROWS:

@@ -329,3 +329,28 @@ def test_run_device_keeps_state_on_device():
         (state,) = executable.run_device([state, one])
         assert isinstance(state, jax.Array)
     assert state.tolist() == [3.0, 3.0, 3.0]
+
+
+def test_out_of_range_indices_raise_unless_unchecked():
+    from core.errors import IndexOutOfRangeError
+
+    weight, ids = randn(10, 4), torch.tensor([[1, 2, 3]])
+    program = _program("embedding", [weight, ids], {}, None)
+    checked, unchecked = JaxExecutable(program, {}), JaxExecutable(program, {}, check_indices=False)
+    for bad in (99, -1):
+        with pytest.raises(IndexOutOfRangeError, match=rf"index {bad} is outside \[0, 9\]"):
+            checked([weight, torch.tensor([[1, bad, 3]])])
+        with jax.enable_x64(True), pytest.raises(IndexOutOfRangeError):
+            device_ids = jax.numpy.asarray([[1, bad, 3]], dtype=jax.numpy.int64)
+            checked.run_device([jax.numpy.asarray(weight.numpy()), device_ids])
+    (clamped,) = unchecked([weight, torch.tensor([[1, 99, 3]])])
+    torch.testing.assert_close(clamped, weight[torch.tensor([[1, 9, 3]])])
+    (out,) = checked([weight, ids])
+    torch.testing.assert_close(out, torch.nn.functional.embedding(ids, weight))
+
+
+def test_empty_index_tensors_need_no_check():
+    weight = randn(10, 4)
+    program = _program("embedding", [weight, ints(10, 0)], {}, None)
+    (out,) = JaxExecutable(program, {})([weight, ints(10, 0)])
+    assert out.shape == (0, 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -62,3 +63,42 @@ def test_user_target_file_and_bad_names(tmp_path):
         load_target(tmp_path / "broken.json")
     with pytest.raises(compiler.TargetError, match="unknown target 'wse7'"):
         load_target("wse7")
+
+
+def test_largest_mesh_loads_and_one_more_row_does_not(tmp_path):
+    assert load_target(_write(tmp_path, wafer="mesh", grid_width_pes=762, grid_height_pes=1172))
+    with pytest.raises(compiler.TargetError, match="more than the 893,064 of the largest"):
+        load_target(_write(tmp_path, wafer="mesh", grid_width_pes=762, grid_height_pes=1173))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("sram_bytes_per_pe", 2**30 + 1), ("clock_hz", 1e13), ("colors", 10**400)],
+)
+def test_values_beyond_any_wafer_are_refused(tmp_path, field, value):
+    with pytest.raises(compiler.TargetError, match=f"field '{field}' is .* above the bound"):
+        load_target(_write(tmp_path, **{field: value}))
+
+
+def test_a_target_object_is_checked_too():
+    wse3 = load_target("wse3")
+    assert load_target(wse3) is wse3
+    with pytest.raises(compiler.TargetError, match="target 'wse3': field 'colors' must be > 0"):
+        load_target(dataclasses.replace(wse3, colors=0))
+
+
+@pytest.mark.parametrize("spec", [42, None, 3.5, b"wse3"])
+def test_a_target_that_is_not_a_name_path_or_target(spec):
+    with pytest.raises(compiler.TargetError, match=f"got {type(spec).__name__}"):
+        load_target(spec)
+
+
+def test_unreadable_target_files(tmp_path):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(compiler.TargetError, match="not valid JSON"):
+        load_target(tmp_path / "deep.json")
+    (tmp_path / "digits.json").write_text('{"fields": ' + "9" * 5000 + "}")
+    with pytest.raises(compiler.TargetError, match="not valid JSON"):
+        load_target(tmp_path / "digits.json")
+    with pytest.raises(compiler.TargetError, match="unknown target"):
+        load_target(tmp_path)

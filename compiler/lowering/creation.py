@@ -8,7 +8,7 @@ import torch.fx as fx
 from compiler.dialects import wse
 from compiler.lowering.context import LoweringContext
 from compiler.lowering.registry import register
-from compiler.mlir import f64_attr, shape_of
+from compiler.mlir import build_constant, f64_attr, splat_attr
 
 aten = torch.ops.aten
 
@@ -21,6 +21,8 @@ def _arange(ctx: LoweringContext, node: fx.Node):
 
 @register(aten.full.default, aten.full_like.default, aten.scalar_tensor.default)
 def _full(ctx: LoweringContext, node: fx.Node):
+    """A splat constant: one value, whatever the size (`zeros(2**28)` holds one scalar)."""
     value = node.args[0] if node.target is aten.scalar_tensor.default else node.args[1]
     out = ctx.out_type()
-    return ctx.constant(value, ctx.out_dtype(), shape_of(out))
+    value_attr = splat_attr(value, out.shape, ctx.out_dtype())
+    return build_constant(value_attr, out, ctx.location)

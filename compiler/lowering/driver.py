@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 from torch.export import ExportedProgram
-from torch.export.graph_signature import InputKind, OutputKind
+from torch.export.graph_signature import ConstantArgument, InputKind, OutputKind
 from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 
 from compiler.dialects import wse
@@ -33,7 +33,7 @@ from core.errors import (
     UnsupportedOperatorError,
     WaferError,
 )
-from runtime.program import Signature
+from runtime.program import Scalar, Signature
 
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
 _TORCH_DIR = os.path.dirname(torch.__file__)
@@ -80,11 +80,8 @@ def _check_graph(ep: ExportedProgram) -> None:
         if node.op != "call_function":
             continue
         rule = RULES.get(node.target)
-        reason = None
         if rule is None:
-            name = op_name(node.target)
-            if any(t in name for t in _TRAINING_OPS):
-                reason = "a training-only op: call model.eval() before compiling"
+            reason = _missing_rule_reason(op_name(node.target))
         else:
             reason = rule.unsupported_reason(node)
         if rule is None or reason:
@@ -98,6 +95,19 @@ def _check_graph(ep: ExportedProgram) -> None:
             "tensors of unsupported dtype (use float32, bfloat16 or float16 for data, "
             "int64 for indices):\n  " + "\n  ".join(dtypes)
         )
+
+
+def _missing_rule_reason(name: str) -> str | None:
+    """Why an op without a rule is in the graph, when the model can do something about it."""
+    if "batch_norm" in name and "no_training" in name:
+        return (
+            "batch norm in eval mode has no lowering rule: fold it into the convolution or "
+            "linear layer before it (torch.nn.utils.fusion.fuse_conv_bn_eval / "
+            "fuse_linear_bn_eval), or write it as x * scale + shift"
+        )
+    if any(t in name for t in _TRAINING_OPS):
+        return "a training-only op: call model.eval() before compiling"
+    return None
 
 
 @dataclass(frozen=True)
@@ -162,11 +172,13 @@ def lower(ep: ExportedProgram, name: str = "forward") -> Lowered:
             ir.FunctionType.get(arg_types, [r.type for r in results])
         )
         module.operation.verify()
-    input_is_tensor = tuple(
-        isinstance(n.meta.get("val"), torch.Tensor)
+    user_inputs = [
+        (isinstance(n.meta.get("val"), torch.Tensor), s.arg)
         for n, s in zip(placeholders, specs, strict=True)
         if s.kind == InputKind.USER_INPUT
-    )
+    ]
+    input_is_tensor = tuple(is_tensor for is_tensor, _ in user_inputs)
+    input_values = tuple(None if t else _input_value(arg) for t, arg in user_inputs)
     node_values = {
         node.name: value
         for node, value in lowering.values.items()
@@ -175,10 +187,28 @@ def lower(ep: ExportedProgram, name: str = "forward") -> Lowered:
     return Lowered(
         context,
         module,
-        Signature(input_is_tensor, tuple(outputs)),
+        Signature(input_is_tensor, tuple(outputs), input_values),
         tuple(weight_names),
         node_values,
     )
+
+
+def _input_value(arg) -> Scalar:
+    """The value a non-tensor user input was exported with: the program computes with it,
+    so calls are checked against it."""
+    value = arg.value if isinstance(arg, ConstantArgument) else arg
+    if value is not None and not isinstance(value, bool | int | float | str):
+        raise UnsupportedOperatorError(
+            [
+                OpProblem(
+                    f"input of type {type(value).__name__}",
+                    getattr(arg, "name", ""),
+                    "",
+                    "non-tensor inputs must be bool, int, float, str or None",
+                )
+            ]
+        )
+    return value
 
 
 def _apply(rule, lowering: LoweringContext, node: fx.Node):

@@ -19,10 +19,11 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
-from compiler.mlir import ir, new_context, parse_module, print_module
+from compiler.mlir import ir, new_context, parse_module, print_module, read_location, shape_of
 from compiler.passes.common import (
     MODES,
     PassContext,
+    func_block,
     placement_attr,
     set_module_attr,
 )
@@ -32,7 +33,7 @@ from compiler.passes.partition_stages import PartitionStages, PartitionStagesOpt
 from compiler.passes.plan_sram import PlanSram, PlanSramOptions
 from compiler.passes.split_matmuls import SplitMatmuls, SplitMatmulsOptions
 from compiler.passes.tile_weights import TileWeights, TileWeightsOptions
-from core.errors import PlacementError
+from core.errors import EmptyTensorError, PlacementError
 from core.target import Target, load_target
 
 if TYPE_CHECKING:
@@ -141,6 +142,7 @@ def _run(text, target, mode, reason, options, print_after, file) -> PlacementPla
     context = new_context()
     module = parse_module(text, context)
     seconds = {"parse": time.perf_counter() - clock}
+    _check_not_empty(module)
     with context, ir.Location.unknown():
         set_module_attr(module, "wse.placement", placement_attr(target, mode))
         seconds |= run_passes(module, passes(options), PassContext(target, mode), print_after, file)
@@ -148,3 +150,20 @@ def _run(text, target, mode, reason, options, print_after, file) -> PlacementPla
         report = PlacementReport.from_module(module, target, reason, seconds)
         seconds["report"] = time.perf_counter() - clock
     return PlacementPlan(module, context, target, mode, reason, report, seconds)
+
+
+def _check_not_empty(module: ir.Module) -> None:
+    """Refuse a matmul on a tensor of no elements: `split-matmuls` spreads its rows and columns
+    over PEs, at least one each (elementwise ops and reductions of zero-size tensors place)."""
+    for op in func_block(module).operations:
+        if op.name != "wse.matmul":
+            continue
+        for value in [*op.operands, *op.results]:
+            if 0 in shape_of(value):
+                src = read_location(op.location)
+                raise EmptyTensorError(
+                    f"{src.op or op.name} (node {src.node}, {src}) multiplies a tensor of shape "
+                    f"{list(shape_of(value))}, with no elements (a zero-size batch or sequence): "
+                    "placement spreads a matmul over at least one PE row and column. Compile "
+                    "with at least one row, or with target=None to run it on the reference runtime."
+                )

@@ -14,7 +14,7 @@ import warnings
 
 from rich.console import Console
 
-from core.errors import WaferError
+from core.errors import CommandLineError, WaferError
 from simulator.cli import kernel, ops, run, sweep, targets, verify
 from simulator.cli.common import Command
 
@@ -28,13 +28,9 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-class UsageError(Exception):
-    """Bad command-line input; reported in one line."""
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
-        raise UsageError(message)
+        raise CommandLineError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command].run(args, Console())
-    except (UsageError, WaferError, OSError, ValueError) as exc:
+    except (WaferError, OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())
         print(f"wafersim: error: {reason}", file=sys.stderr)
         return 2

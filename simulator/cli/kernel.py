@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core import dtypes
+from core.outputs import output_file
 from simulator.cli.common import Command, parse_grid
 from simulator.cost import load_calibration
 from simulator.kernels import ALGORITHMS, DEFAULT_ALGORITHM, simulate_kernel
@@ -40,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     calibration = load_calibration(args.calibration) if args.calibration else load_calibration()
+    output_file("--trace", args.trace)
     result = simulate_kernel(
         args.kind,
         args.m,

@@ -19,10 +19,12 @@ from rich.table import Table
 
 import models
 from core.errors import ModelSimError
+from core.outputs import output_dir, output_file
 from simulator.cli.common import (
     Command,
     estimate_line,
     model_arguments,
+    non_negative,
     parse_grid,
     positive,
     progress_bar,
@@ -48,7 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=positive, default=1)
     p.add_argument("--seq", type=positive, default=128, help="prompt length (default 128)")
     p.add_argument(
-        "--decode", type=int, default=16, metavar="N", help="decode steps (default 16; 0: none)"
+        "--decode",
+        type=non_negative,
+        default=16,
+        metavar="N",
+        help="decode steps (default 16; 0: none)",
     )
     p.add_argument("--trace", type=Path, help="write a Chrome/Perfetto trace JSON here")
 
@@ -63,8 +69,6 @@ def _simulate(model: str, options: SimOptions, progress: Callable[[str], None]) 
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    if args.decode < 0:
-        raise ModelSimError(f"--decode must be >= 0, got {args.decode}")
     options = SimOptions(
         target=args.target,
         seq=args.seq,
@@ -75,6 +79,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         grid=args.grid,
         calibration=load_calibration(),
     )
+    output_file("--trace", args.trace)
+    output_dir("--plot", args.plot)
     with progress_bar(1 + bool(args.decode)) as step:
         result = _simulate(args.model, options, step)
     phases = [p for p in (result.prefill, result.decode) if p is not None]

@@ -15,7 +15,15 @@ from rich.table import Table
 
 import models
 from core.errors import ModelSimError
-from simulator.cli.common import Command, estimate_line, model_arguments, progress_bar, pyplot
+from core.outputs import output_dir
+from simulator.cli.common import (
+    Command,
+    estimate_line,
+    model_arguments,
+    positive,
+    progress_bar,
+    pyplot,
+)
 from simulator.cost import load_calibration
 from simulator.phases import PlacementCache, SimOptions, SweepPoint, sweep_point
 from simulator.report import calibration_summary, sweep_report
@@ -24,12 +32,13 @@ DEFAULT_SEQS = "128,1024,8192,32768"
 
 
 def _seqs(text: str) -> list[int]:
-    parts = [p.strip() for p in text.split(",")]
-    if not all(p.isdigit() and int(p) > 0 for p in parts):
+    """Context lengths separated by commas, each a `positive` count."""
+    try:
+        return sorted({positive(p) for p in text.split(",")})
+    except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(
-            f"--seq takes positive whole numbers separated by commas (e.g. 128,1024), got {text!r}"
-        )
-    return sorted({int(p) for p in parts})
+            f"--seq takes positive whole numbers separated by commas (e.g. 128,1024): {exc}"
+        ) from exc
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,6 +56,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     options = SimOptions(
         target=args.target, dtype=args.dtype, mode=args.mode, calibration=load_calibration()
     )
+    output_dir("--plot", args.plot)
     placements = PlacementCache()
     points = []
     with progress_bar(2 * len(args.models) * len(args.seq)) as step:

@@ -11,7 +11,7 @@ from rich.table import Table
 import compiler
 import models
 from core import dtypes
-from simulator.cli.common import Command
+from simulator.cli.common import Command, check_context, positive
 from simulator.report import verify_report
 
 
@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "model", help="a registered model that can be built on the CPU (e.g. tiny-llama)"
     )
     p.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq", type=int, default=16)
+    p.add_argument("--batch", type=positive, default=1)
+    p.add_argument("--seq", type=positive, default=16)
     p.add_argument("--dtype", choices=dtypes.COMPUTE_LABELS, default="fp32")
     p.add_argument("--reference", choices=["fp64", "eager"], default="fp64")
     p.add_argument("--all", action="store_true", help="print every op, not only the failing ones")
@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Compile the model, verify it op by op, print the rows; exit 1 on a divergence."""
+    check_context(args.model, args.seq)
     model = models.build(args.model, dtype=dtypes.by_label(args.dtype).torch)
     graph = model.prefill_module() if args.phase == "prefill" else model.decode_module()
     inputs = models.example_inputs(

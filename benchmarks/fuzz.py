@@ -45,7 +45,7 @@ import runtime
 from core.errors import WaferError
 from core.numerics import check_output
 from models.random_models import random_recipe
-from runtime import artifact
+from runtime import artifact, artifact_checks
 from runtime.execution import RUNTIMES
 
 BATCH = 20
@@ -248,7 +248,7 @@ def _files(path: Path, rng: random.Random) -> str:
 
 
 def _oversize(path: Path, rng: random.Random) -> str:
-    text = (path / artifact.MANIFEST).read_bytes() + b" " * (artifact.MAX_MANIFEST_BYTES + 1)
+    text = (path / artifact.MANIFEST).read_bytes() + b" " * (artifact_checks.MAX_MANIFEST_BYTES + 1)
     (path / artifact.MANIFEST).write_bytes(text)
     return "oversize manifest"
 

@@ -65,6 +65,7 @@ from runtime.artifact_checks import (
     check_hash,
     hash_rest,
     is_artifact,
+    json_depth,
     open_directory,
     open_file,
     read_manifest,
@@ -73,7 +74,6 @@ from runtime.artifact_checks import (
     reading,
     spec_json,
 )
-from runtime.artifact_checks import json_depth as _depth  # tests read `artifact._depth`
 from runtime.atomic_dir import fsync_path, replace_directory, write_synced
 from runtime.execution import Executor, ProgramCall, check_runtime, make_executor
 from runtime.program import Program, Signature
@@ -124,7 +124,7 @@ def save(
         "out_tree": trees.to_json(out_spec),
         "tied_weights": tied,
     }
-    if _depth(json.dumps(manifest).encode()) > MAX_JSON_DEPTH - 2:  # files add 2 levels
+    if json_depth(json.dumps(manifest).encode()) > MAX_JSON_DEPTH - 2:  # files add 2 levels
         raise ArtifactError(
             f"{path}: the model's inputs or outputs are nested deeper than an artifact stores "
             f"({MAX_JSON_DEPTH} JSON levels); flatten them to save this model"

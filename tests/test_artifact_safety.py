@@ -14,7 +14,7 @@ import torch
 from catalogue_artifacts import flip_bit, outputs, rehash, saved, with_payload
 
 import runtime
-from runtime import artifact
+from runtime import artifact, artifact_checks
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -214,4 +214,4 @@ def test_only_regular_files_are_read(tmp_path, kind):
     ],
 )
 def test_json_depth_skips_strings(text, depth):
-    assert artifact._depth(text) == depth
+    assert artifact_checks.json_depth(text) == depth

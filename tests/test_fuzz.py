@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 from conftest import assert_matches
 from hypothesis import HealthCheck, given, note, settings
@@ -25,3 +31,18 @@ def test_random_models_match_eager(recipe):
     compiled = compiler.compile(model, (x,), target="mesh-8x8")
     for runtime in RUNTIMES:
         assert_matches(compiled.using(runtime)(x), expected)
+
+
+@pytest.mark.parametrize("mode", ["hostile-artifact", "bad-argument"])
+def test_the_fuzzer_modes_run_clean(mode):
+    """A few seconds of each `benchmarks/fuzz.py` mode: every corruption or bad argument is
+    refused or gives the original outputs, never a wrong one."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--mode", mode, "--minutes", "0.05"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert re.search(r" 0 mismatches", done.stdout), done.stdout

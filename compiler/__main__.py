@@ -5,8 +5,6 @@ Bad input exits with status 2 and one line on stderr: `python -m compiler: error
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
 import warnings
 from collections import Counter
@@ -18,52 +16,25 @@ from rich.table import Table
 import compiler
 import models
 from core import dtypes
-from core.errors import CommandLineError
+from core.arguments import Parser, positive
 from core.target import load_target, presets
 
 PROG = "python -m compiler"
-# --batch and --seq are at most 2**24 each, as in `wafersim` (simulator.phases.MAX_TOKENS).
-MAX_COUNT = 1 << 24
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise CommandLineError(message)
-
-
-def _count(text: str) -> int:
-    """A whole number from 1 to `MAX_COUNT`; argparse type for --batch and --seq."""
-    digits = text.strip()
-    if not re.fullmatch(r"[0-9]{1,9}", digits) or not 1 <= int(digits) <= MAX_COUNT:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number from 1 to {MAX_COUNT:,} (2**24), got {text!r:.40}"
-        )
-    return int(digits)
-
-
-def _check_context(model: str, seq: int) -> None:
-    """`seq` tokens fit the model's position table or KV cache (`max_seq_len`)."""
-    limit = getattr(models.config(model), "max_seq_len", None)
-    if limit is not None and seq > limit:
-        raise CommandLineError(
-            f"--seq {seq} is beyond {model}'s maximum context of {limit} tokens; "
-            f"use --seq {limit} or less"
-        )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run `python -m compiler`; returns the exit status."""
-    parser = _Parser(prog=PROG, description=__doc__)
+    parser = Parser(prog=PROG, description=__doc__)
     parser.add_argument("model", help=f"registered model: {', '.join(models.names())}")
     parser.add_argument("--target", default="wse3", help=f"preset ({', '.join(presets())}) or file")
-    parser.add_argument("--batch", type=_count, default=1)
-    parser.add_argument("--seq", type=_count, default=32)
+    parser.add_argument("--batch", type=positive, default=1)
+    parser.add_argument("--seq", type=positive, default=32)
     parser.add_argument("--dtype", choices=dtypes.COMPUTE_LABELS, default="fp32")
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch/transformers pytree noise
     console = Console()
     try:
         args = parser.parse_args(argv)
-        _check_context(args.model, args.seq)
+        models.check_context(args.model, args.seq)
         target = load_target(args.target)
         model = models.build(args.model, dtype=dtypes.by_label(args.dtype).torch)
         inputs = models.example_inputs(args.model, batch=args.batch, seq=args.seq)

@@ -1,5 +1,6 @@
 """Wafer's ground floor: the concepts every layer shares, importing none of the layers.
 
+- `core.arguments`: command-line argument types and the parser both CLIs share.
 - `core.errors`: the one error hierarchy (every bad-input error subclasses `WaferError`).
 - `core.target`: hardware targets as data, the bundled presets and their validation.
 - `core.geometry`: `Rect`, a rectangle of PEs.

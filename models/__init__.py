@@ -11,7 +11,7 @@ from models.hf import build_hf, config_from_hf, config_to_hf, from_hf_state_dict
 from models.hybrid import HybridConfig, HybridModel
 from models.llama import LlamaConfig, LlamaModel
 from models.mamba import MambaConfig, MambaModel
-from models.registry import build, config, example_inputs, names
+from models.registry import build, check_context, config, example_inputs, names
 
 __all__ = [
     "CausalLM",
@@ -26,6 +26,7 @@ __all__ = [
     "MambaModel",
     "Prefill",
     "build",
+    "check_context",
     "build_hf",
     "config",
     "config_from_hf",

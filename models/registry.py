@@ -5,6 +5,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from core.errors import CommandLineError
 from models.base import CausalLM
 from models.gpt2 import GPT2Config, GPT2Model
 from models.hybrid import HybridConfig, HybridModel
@@ -120,3 +121,13 @@ def example_inputs(
         state = tuple(torch.zeros(s.shape, dtype=s.dtype, device=device) for s in shapes)
         return (ids, position, *state)
     raise ValueError(f"phase must be 'prefill' or 'decode', got {phase!r}")
+
+
+def check_context(name: str, seq: int) -> None:
+    """`seq` tokens fit registered model `name`'s position table or KV cache (`max_seq_len`)."""
+    limit = getattr(config(name), "max_seq_len", None)
+    if limit is not None and seq > limit:
+        raise CommandLineError(
+            f"--seq {seq} is beyond {name}'s maximum context of {limit} tokens; "
+            f"use --seq {limit} or less"
+        )

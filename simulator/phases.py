@@ -21,6 +21,7 @@ import compiler
 import models
 from compiler.placement_report import PlacementReport
 from core import dtypes
+from core.arguments import MAX_TOKENS
 from core.errors import ModelSimError, PlacementError, TargetError
 from core.target import Target, load_target
 from runtime.program import Program
@@ -33,7 +34,6 @@ CHUNK_TOKENS = 64
 # Tokens in flight at once, batch x (prompt + decode steps): beyond 2**24 the activations of
 # even the smallest registered published model (mamba-130m, ~3 KB per token in fp16) exceed
 # any wafer's SRAM (WSE-3: 44 GB), and shape products stay far inside 64-bit integers.
-MAX_TOKENS = 1 << 24
 
 
 def confine(target: str | Target, grid: tuple[int, int] | None) -> Target:

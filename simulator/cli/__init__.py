@@ -14,7 +14,8 @@ import warnings
 
 from rich.console import Console
 
-from core.errors import CommandLineError, WaferError
+from core.arguments import Parser
+from core.errors import WaferError
 from simulator.cli import kernel, ops, run, sweep, targets, verify
 from simulator.cli.common import Command
 
@@ -28,14 +29,9 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise CommandLineError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="wafersim", description="Cycle-approximate wafer-scale simulator.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="wafersim", description="Cycle-approximate wafer-scale simulator.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, command in COMMANDS.items():
         command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
     return parser

@@ -14,10 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-import models
 from core import dtypes
-from core.errors import CommandLineError
-from simulator.phases import MAX_TOKENS
 
 MODES = ("auto", "pipelined", "streaming")
 
@@ -39,36 +36,6 @@ def parse_grid(text: str) -> tuple[int, int]:
             f"grid must look like WxH (e.g. 420x420), got {text!r:.40}"
         )
     return int(match[1]), int(match[2])
-
-
-def _count(text: str, low: int) -> int:
-    """A whole number from `low` to `MAX_TOKENS`; argparse type."""
-    digits = text.strip()
-    if not re.fullmatch(r"[0-9]{1,9}", digits) or not low <= int(digits) <= MAX_TOKENS:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number from {low} to {MAX_TOKENS:,} (2**24), got {text!r:.40}"
-        )
-    return int(digits)
-
-
-def positive(text: str) -> int:
-    """A whole number from 1 to `MAX_TOKENS`; argparse type for counts of tokens and sequences."""
-    return _count(text, 1)
-
-
-def non_negative(text: str) -> int:
-    """A whole number from 0 to `MAX_TOKENS`; argparse type (e.g. `--decode`)."""
-    return _count(text, 0)
-
-
-def check_context(model: str, seq: int) -> None:
-    """`seq` tokens fit a registered model's position table or KV cache (`max_seq_len`)."""
-    limit = getattr(models.config(model), "max_seq_len", None)
-    if limit is not None and seq > limit:
-        raise CommandLineError(
-            f"--seq {seq} is beyond {model}'s maximum context of {limit} tokens; "
-            f"use --seq {limit} or less"
-        )
 
 
 def model_arguments(p: argparse.ArgumentParser) -> None:

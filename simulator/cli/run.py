@@ -18,15 +18,14 @@ from rich.console import Console
 from rich.table import Table
 
 import models
+from core.arguments import non_negative, positive
 from core.errors import ModelSimError
 from core.outputs import output_dir, output_file
 from simulator.cli.common import (
     Command,
     estimate_line,
     model_arguments,
-    non_negative,
     parse_grid,
-    positive,
     progress_bar,
     pyplot,
 )

@@ -14,13 +14,13 @@ from rich.console import Console
 from rich.table import Table
 
 import models
+from core.arguments import positive
 from core.errors import ModelSimError
 from core.outputs import output_dir
 from simulator.cli.common import (
     Command,
     estimate_line,
     model_arguments,
-    positive,
     progress_bar,
     pyplot,
 )

@@ -11,7 +11,8 @@ from rich.table import Table
 import compiler
 import models
 from core import dtypes
-from simulator.cli.common import Command, check_context, positive
+from core.arguments import positive
+from simulator.cli.common import Command
 from simulator.report import verify_report
 
 
@@ -30,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Compile the model, verify it op by op, print the rows; exit 1 on a divergence."""
-    check_context(args.model, args.seq)
+    models.check_context(args.model, args.seq)
     model = models.build(args.model, dtype=dtypes.by_label(args.dtype).torch)
     graph = model.prefill_module() if args.phase == "prefill" else model.decode_module()
     inputs = models.example_inputs(

@@ -18,7 +18,6 @@ from simulator.cost import CALIBRATION_PATH, Calibration
 from simulator.coverage import OpCoverage
 from simulator.kernels import KernelResult
 from simulator.phases import ModelSim, Phase, SimOptions, SweepPoint
-from simulator.summary import LayerTime, OpClassTime
 
 
 def calibration_constants(calibration: Calibration) -> dict:
@@ -63,30 +62,6 @@ def kernel_report(result: KernelResult, calibration: Calibration) -> dict:
     }
 
 
-def layer_report(layer: LayerTime) -> dict:
-    return {
-        "stage": layer.stage,
-        "name": layer.name,
-        "start_cycles": layer.start_cycles,
-        "end_cycles": layer.end_cycles,
-        "busy_cycles": layer.busy_cycles,
-        "compute_cycles": layer.compute_cycles,
-        "comm_cycles": layer.comm_cycles,
-        "wait_cycles": layer.wait_cycles,
-    }
-
-
-def op_class_report(op: OpClassTime) -> dict:
-    return {
-        "op": op.op,
-        "tasks": op.tasks,
-        "busy_cycles": op.busy_cycles,
-        "compute_cycles": op.compute_cycles,
-        "comm_cycles": op.comm_cycles,
-        "wait_cycles": op.wait_cycles,
-    }
-
-
 def phase_report(phase: Phase | None) -> dict | None:
     """The `prefill` / `decode` object of the `run` report."""
     if phase is None:
@@ -112,8 +87,8 @@ def phase_report(phase: Phase | None) -> dict | None:
         "utilization": sim.utilization,
         "bubble_fraction": sim.bubble_fraction,
         "breakdown": sim.breakdown.as_dict(),
-        "layers": [layer_report(layer) for layer in sim.layers],
-        "op_classes": [op_class_report(o) for o in sim.op_classes],
+        "layers": [dataclasses.asdict(layer) for layer in sim.layers],
+        "op_classes": [dataclasses.asdict(o) for o in sim.op_classes],
         "busiest_links": [dataclasses.asdict(link) for link in sim.busiest_links],
         "events": len(sim.events),
         "compile_seconds": phase.compile_seconds,

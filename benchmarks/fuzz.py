@@ -43,8 +43,8 @@ from torch.utils import _pytree as pytree
 import compiler
 import runtime
 from core.errors import WaferError
-from core.numerics import check_output
-from models.random_models import random_recipe
+from core.numerics import check_conditioned_output, check_output
+from models.random_models import float64_output, random_recipe
 from runtime import artifact, artifact_checks
 from runtime.execution import RUNTIMES
 
@@ -65,9 +65,10 @@ def check(recipe) -> None:
     model, x = recipe.build()
     with torch.no_grad():
         expected = model(x)
+    exact = float64_output(model, x)
     compiled = compiler.compile(model, (x,), target=TARGET)
     for runtime_name in RUNTIMES:
-        problem = check_output(compiled.using(runtime_name)(x), expected)
+        problem = check_conditioned_output(compiled.using(runtime_name)(x), expected, exact)
         if problem is not None:
             raise AssertionError(f"{runtime_name}: {problem}")
 

@@ -7,6 +7,7 @@ Hypothesis-controlled `Random` shrinks it); `Recipe.to_code()` prints it as a ru
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 
@@ -105,6 +106,13 @@ class Recipe:
         with torch.random.fork_rng(devices=[]):
             exec(compile(self.to_code(), "<fuzzed>", "exec"), namespace)  # noqa: S102
         return namespace["model"].eval(), namespace["x"]
+
+
+def float64_output(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A float64 copy of `model` run on `x` upcast: the reference a random model's rounding
+    is measured against."""
+    with torch.no_grad():
+        return copy.deepcopy(model).double()(x.double() if x.is_floating_point() else x)
 
 
 class Scan(torch.nn.Module):

@@ -109,3 +109,14 @@ def test_output_error_scales_by_magnitude_and_refuses_mismatched_specials():
     assert output_error(torch.tensor([1, 2]), torch.tensor([1, 3])) == float("inf")
     assert "shape" in check_output(actual[:2], expected)
     assert "dtype" in check_output(actual.double(), expected)
+
+
+def test_an_ill_conditioned_output_passes_only_as_close_to_float64_as_eager():
+    from core.numerics import check_conditioned_output
+
+    exact = torch.tensor([1000.0], dtype=torch.float64)
+    eager = torch.tensor([1100.0], dtype=torch.bfloat16)  # 10 % from exact: the model amplifies
+    closer = torch.tensor([1040.0], dtype=torch.bfloat16)  # beyond bf16 tolerance of eager
+    farther = torch.tensor([1600.0], dtype=torch.bfloat16)
+    assert check_conditioned_output(closer, eager, exact) is None
+    assert "from float64" in check_conditioned_output(farther, eager, exact)

@@ -1,10 +1,11 @@
-"""GPU fallback check: eager PyTorch vs torch.compile vs the Wafer JAX runtime, on one device.
+"""GPU fallback check: eager PyTorch vs torch.compile vs the Wafer JAX runtime, on one device
+or sharded over several.
 
 Two phases, because the GPU machine has no torch-mlir (so no `compiler`):
 
     python benchmarks/gpu_fallback.py prepare --out artifacts/gpu [--quick]
     PYTHONPATH=. python benchmarks/gpu_fallback.py run --artifacts artifacts/gpu \
-        [--device cuda|cpu] [--repeat N] [--only CASE ...] [--quick]
+        [--device cuda|cpu] [--devices N] [--repeat N] [--only CASE ...] [--quick]
 
 (`PYTHONPATH=.` where the project is not pip-installed, as on the GPU host.)
 
@@ -17,6 +18,9 @@ the program's weights from the model's state_dict into a copy of the artifact, a
 `runtime.load(..., runtime="jax")`, which checks them against the sha256 `prepare` recorded; so
 eager and Wafer read identical weights. It prints median latencies, errors against eager and
 against a float64 copy of the model (`core.numerics.output_error`), and a summary of the goals.
+`--devices N` adds a row per case ("wafer jax xN"): the same artifact loaded with
+`runtime.load(..., devices=N)`, sharded over N JAX devices (`runtime.jax_sharded`); on the CPU
+the script has XLA show N host devices. The goals stay one-device figures.
 Exit status 1 when an eager or Wafer run fails or an output differs grossly from eager while
 being further than eager from float64 (see `core.numerics`, ILL_CONDITIONED_FACTOR).
 """
@@ -68,6 +72,8 @@ SLOW_CALL_S = 1.0  # a first call slower than this gets no second warm-up
 # amplifies rounding; the randomly initialised HF Mamba-130M's residual stream reaches ~1e3, and
 # its fp32 eager logits are ~6e-3 from float64 at seq 512 on the CPU).
 EAGER, COMPILE, WAFER = "eager", "torch.compile", "wafer jax"
+CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+README_SECTION = "README.md, 'GPU fallback figures' (with the date and the GPU)"
 
 
 # ---------------------------------------------------------------------------- models and cases
@@ -176,9 +182,10 @@ def prepare(out: Path, quick: bool) -> None:
 # ---------------------------------------------------------------------------- run
 
 
-def load(folder: Path, module: nn.Module) -> runtime.LoadedModule:
-    """The weightless artifact `folder` on the JAX runtime, its weights taken from `module`'s
-    state_dict (`runtime.load` checks them against the sha256 that `prepare` recorded)."""
+def load(folder: Path, module: nn.Module, devices: int | None = None) -> runtime.LoadedModule:
+    """The weightless artifact `folder` on the JAX runtime (sharded over `devices` when given),
+    its weights taken from `module`'s state_dict (`runtime.load` checks them against the sha256
+    that `prepare` recorded)."""
     with tempfile.TemporaryDirectory() as scratch:
         path = shutil.copytree(folder, Path(scratch) / folder.name)
         program = Program.from_json(json.loads((path / artifact.PROGRAM).read_text()))
@@ -188,7 +195,9 @@ def load(folder: Path, module: nn.Module) -> runtime.LoadedModule:
         weights = {n: state[n].detach().cpu().contiguous().clone() for n in names}
         save_file(weights, str(path / artifact.WEIGHTS))
         try:
-            return runtime.load(path, runtime="jax")
+            if devices is None:
+                return runtime.load(path, runtime="jax")
+            return runtime.load(path, runtime="jax", devices=devices)
         except ArtifactError as exc:
             hint = "rebuilt from the seeded model: does this torch build it as prepare's did?"
             raise ArtifactError(f"{exc} ({artifact.WEIGHTS} is {hint})") from exc
@@ -259,9 +268,10 @@ def fp64_outputs(module: nn.Module, args: tuple, kwargs: dict) -> list | None:
 
 
 class Runner:
-    """Runs the cases of one artifact directory on one torch device and one JAX device."""
+    """Runs the cases of one artifact directory on one torch device and one JAX device, and
+    with `devices`, sharded over that many JAX devices too."""
 
-    def __init__(self, artifacts: Path, device: str, repeat: int):
+    def __init__(self, artifacts: Path, device: str, repeat: int, devices: int | None = None):
         import jax
 
         if device == "cpu":
@@ -272,6 +282,9 @@ class Runner:
         self.jax_device = jax.devices()[0]
         if device == "cuda" and self.jax_device.platform != "gpu":
             sys.exit(f"--device cuda, but JAX sees no GPU (devices: {jax.devices()})")
+        self.devices, self.sharded = devices, f"{WAFER} x{devices}"
+        if devices is not None:
+            _check_sharding(jax, devices)
         self.rows: list[Row] = []
         self.failed: list[str] = []
 
@@ -284,6 +297,8 @@ class Runner:
         versions = f"torch {torch.__version__}, jax {jax.__version__}"
         print(f"{versions}, transformers {transformers.__version__}")
         print(f"torch device: {self.device} ({name}); jax: {self.jax_device} of {jax.devices()}")
+        if self.devices is not None:
+            print(f"{self.sharded}: the Wafer program sharded over {self.devices} JAX devices")
         print(
             f"torch fp32 matmul precision: {torch.get_float32_matmul_precision()}, "
             f"cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}; "
@@ -350,9 +365,15 @@ class Runner:
         expected = self.attempt(eager_row, timed(module), required=True)
         if expected is not None and truth is not None:
             eager_row.err64 = max_error(expected, truth)
+
+        def sharded(row: Row) -> object:
+            return timed(load(self.artifacts / case.name, module, self.devices))(row)
+
         impls = [(WAFER, wafer, True)]
         if not (case.kind == "hf" and "mamba" in case.model):
             impls.insert(0, (COMPILE, compiled, False))
+        if self.devices is not None:
+            impls.append((self.sharded, sharded, True))
         for impl, body, required in impls:
             row = Row(case, impl, floor=eager_row.err64)
             out = self.attempt(row, body, required)
@@ -374,20 +395,26 @@ class Runner:
         def eager(row: Row) -> None:
             measure(row, timed(module), self.sync, self.repeat)
 
-        def wafer(row: Row) -> None:
-            loaded = load(self.artifacts / case.name, module)
-            measure(row, timed(loaded), self.sync, self.repeat)
-            token, eager_state, wafer_state, errors = ids, state, state, []
-            for t in range(steps):
-                position = torch.tensor([t], device=self.device)
-                expected = module(token, position, *eager_state)
-                out = loaded(token, position, *wafer_state)
-                errors.append(max_error(out, expected))
-                eager_state, wafer_state = expected[1:], out[1:]
-                token = expected[0][:, -1].argmax(-1, keepdim=True)
-            row.err = max(errors)
+        def wafer(devices: int | None) -> Callable[[Row], None]:
+            def body(row: Row) -> None:
+                loaded = load(self.artifacts / case.name, module, devices)
+                measure(row, timed(loaded), self.sync, self.repeat)
+                token, eager_state, wafer_state, errors = ids, state, state, []
+                for t in range(steps):
+                    position = torch.tensor([t], device=self.device)
+                    expected = module(token, position, *eager_state)
+                    out = loaded(token, position, *wafer_state)
+                    errors.append(max_error(out, expected))
+                    eager_state, wafer_state = expected[1:], out[1:]
+                    token = expected[0][:, -1].argmax(-1, keepdim=True)
+                row.err = max(errors)
 
-        for impl, body in ((EAGER, eager), (WAFER, wafer)):
+            return body
+
+        impls = [(EAGER, eager), (WAFER, wafer(None))]
+        if self.devices is not None:
+            impls.append((self.sharded, wafer(self.devices)))
+        for impl, body in impls:
             row = Row(case, impl)
             self.attempt(row, body, required=True)
             if row.ms is not None:
@@ -415,6 +442,12 @@ class Runner:
         mismatches = [f"{r.case.name} {r.impl}" for r in self.rows if r.check == "MISMATCH"]
         print(f"\ngross mismatches: {', '.join(mismatches) or 'none'}")
         print(f"failed runs: {', '.join(self.failed) or 'none'}")
+        if self.device != "cuda":
+            print(
+                f"GPU figures: not measured (this run is on the {self.device}, not a GPU). On a "
+                "GPU host, `run --device cuda` (full size, no --quick) gives the one-GPU goals "
+                f"table above; it goes in {README_SECTION}."
+            )
         return 1 if mismatches or self.failed else 0
 
     def goals(self) -> list[list[str]]:
@@ -443,6 +476,21 @@ class Runner:
         return out
 
 
+def _check_sharding(jax, devices: int) -> None:
+    """Exit with the reason when this checkout's runtime cannot shard over `devices` here."""
+    import inspect
+
+    if "devices" not in inspect.signature(runtime.load).parameters:
+        sys.exit(
+            "--devices needs the sharded JAX runtime (runtime.load(..., devices=N)), which this "
+            "checkout does not have; run without --devices"
+        )
+    seen = jax.devices()
+    if devices > len(seen):
+        hint = f" (on the CPU the script sets XLA_FLAGS={CPU_DEVICES_FLAG}=N)"
+        sys.exit(f"--devices {devices}, but JAX sees {len(seen)}: {seen}{hint}")
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
@@ -466,6 +514,7 @@ def main() -> None:
     r = sub.add_parser("run", help="time eager, torch.compile and Wafer JAX (no compiler)")
     r.add_argument("--artifacts", type=Path, default=Path("artifacts/gpu"))
     r.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda if seen")
+    r.add_argument("--devices", type=int, help="also run the program sharded over N devices")
     r.add_argument("--repeat", type=int, default=None, help="timed runs (default 10, quick 2)")
     r.add_argument("--only", nargs="*", help="case names (see index.json)")
     r.add_argument("--quick", action="store_true", help="the artifacts were prepared --quick")
@@ -473,11 +522,13 @@ def main() -> None:
     if opts.phase == "prepare":
         prepare(opts.out, opts.quick)
         return
-    runner = Runner(
-        opts.artifacts,
-        opts.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-        opts.repeat or (2 if opts.quick else 10),
-    )
+    if opts.devices is not None and opts.devices < 1:
+        parser.error(f"--devices must be at least 1, got {opts.devices}")
+    device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu" and opts.devices and CPU_DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} {CPU_DEVICES_FLAG}={opts.devices}".strip()
+    runner = Runner(opts.artifacts, device, opts.repeat or (2 if opts.quick else 10), opts.devices)
     if runner.index["quick"] != opts.quick:
         sys.exit(f"{opts.artifacts} was prepared with quick={runner.index['quick']}; pass the same")
     runner.header()

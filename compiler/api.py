@@ -16,7 +16,7 @@ from compiler.passes.common import MODES
 from compiler.serialize import to_program
 from core.errors import OptionError
 from core.target import Target, load_target
-from runtime.execution import check_runtime
+from runtime.execution import check_devices, check_runtime
 
 
 def compile(  # noqa: A001  (the public name the design asks for)
@@ -27,6 +27,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
     target: str | Target | None = "wse3",
     mode: str = "auto",
     runtime: str = "reference",
+    devices=None,
 ) -> CompiledModule:
     """Compile `model` for `example_inputs` (a tuple, or one tensor) to a `CompiledModule`.
 
@@ -36,7 +37,9 @@ def compile(  # noqa: A001  (the public name the design asks for)
     in layer by layer) or "auto" (pipelined when it fits); `.report` says what was chosen
     and why. `runtime` executes the program: "reference" (CPU, one torch kernel per op),
     "simulator" (tile by tile as placed, on the simulated PEs' SRAM) or "jax" (the whole
-    program compiled by XLA, on a GPU when JAX sees one).
+    program compiled by XLA, on a GPU when JAX sees one). `devices` (a count or a
+    `jax.sharding.Mesh`) shards the JAX runtime's program over that many devices
+    (`docs/sharding.md`).
 
     Non-tensor inputs (`scale=2.0`, flags) are constants of the program: calls must pass the
     same values. Weights tied in the model stay one tensor in `.weights`.
@@ -44,6 +47,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
     if mode not in ("auto", *MODES):
         raise OptionError(f"unknown mode {mode!r}; choose one of {', '.join(('auto', *MODES))}")
     check_runtime(runtime, placed=target is not None)
+    check_devices(runtime, devices)
     target = None if target is None else load_target(target)
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     kwargs = dict(example_kwargs or {})
@@ -73,6 +77,7 @@ def compile(  # noqa: A001  (the public name the design asks for)
         target=target,
         stage_seconds=stage_seconds,
         placed=placed,
+        devices=devices,
     )
 
 

@@ -13,7 +13,14 @@ from compiler.passes import Placed
 from compiler.placement_report import PlacementReport
 from compiler.verify import VerifyReport, verify_program
 from core.target import Target
-from runtime.execution import Executor, ProgramCall, check_runtime, check_weights, make_executor
+from runtime.execution import (
+    Executor,
+    ProgramCall,
+    check_devices,
+    check_runtime,
+    check_weights,
+    make_executor,
+)
 from runtime.program import Program, Signature
 
 
@@ -48,21 +55,24 @@ class CompiledModule(ProgramCall):
     stage_seconds: dict[str, float]
     placed: Placed | None = field(default=None, repr=False)
     check_indices: bool = True
+    devices: object = field(default=None, repr=False)
     _executor: Executor | None = field(default=None, repr=False)
 
     def __post_init__(self):
         check_runtime(self.runtime, placed=self.placed is not None)
+        check_devices(self.runtime, self.devices)
 
     @property
     def report(self) -> PlacementReport | None:
         """ "Does it fit?": the placement report (`.to_dict()`, `.summary()`, `.save_heatmap()`)."""
         return None if self.placed is None else self.placed.report
 
-    def using(self, runtime: str, *, check_indices: bool = True) -> CompiledModule:
+    def using(self, runtime: str, *, check_indices: bool = True, devices=None) -> CompiledModule:
         """The same compiled program (sharing its weights), executed on another runtime;
-        `check_indices=False` skips the JAX runtime's index range check."""
+        `check_indices=False` skips the JAX runtime's index range check, and `devices` (a
+        count or a `jax.sharding.Mesh`) shards it on JAX."""
         return dataclasses.replace(
-            self, runtime=runtime, check_indices=check_indices, _executor=None
+            self, runtime=runtime, check_indices=check_indices, devices=devices, _executor=None
         )
 
     def _make_executor(self) -> Executor:
@@ -73,6 +83,7 @@ class CompiledModule(ProgramCall):
             placed_program=None if self.placed is None else self.placed.program,
             target=self.target,
             check_indices=self.check_indices,
+            devices=self.devices,
         )
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -91,6 +102,7 @@ class CompiledModule(ProgramCall):
             mlir=self.mlir,
             model_name=self.name,
             target=self.target.name if self.target else "none",
+            devices=self.devices,
         )
 
     def verify(self, *args, per_op: bool = True, reference: str = "fp64", **kwargs) -> VerifyReport:

@@ -45,6 +45,7 @@ class LayerReport:
     stage: int
     name: str
     region: tuple[int, ...]
+    wafer: int = 0
     weight_bytes: int = 0
     weight_tile_bytes: int = 0
     state_bytes: int = 0
@@ -59,6 +60,7 @@ class LayerReport:
             "stage": self.stage,
             "name": self.name,
             "region": list(self.region),
+            "wafer": self.wafer,
             "pes": self.region[2] * self.region[3],
             "weight_bytes": self.weight_bytes,
             "weight_tile_bytes": self.weight_tile_bytes,
@@ -70,9 +72,24 @@ class LayerReport:
         }
 
 
+def _scratch_end(op) -> int:
+    """The end of an op's `scratch` bytes (its working set while it runs), 0 without one."""
+    return sum(get_ints(op, "scratch")) if has(op, "scratch") else 0
+
+
+def _new_state(slot: tuple, size: int, seen: set) -> int:
+    """Bytes of a state buffer at `slot` (region, offset) of `size` bytes per PE, counted once:
+    0 for the state's new value or an update, written in place over the old one."""
+    if slot in seen:
+        return 0
+    seen.add(slot)
+    return size * math.prod(slot[0][2:])
+
+
 @dataclass
 class PlacementReport:
-    """Per-layer regions, per-PE SRAM use (`usage`, bytes, rows x columns) and totals."""
+    """Per-layer regions (and wafers), per-PE SRAM use (`usage`, bytes, rows x columns: a
+    cluster's wafers stacked), totals, and `deployment`: how the model is deployed and why."""
 
     target: Target
     mode: str
@@ -83,6 +100,7 @@ class PlacementReport:
     communication: dict
     ops: dict[str, int]
     pass_seconds: dict[str, float] = field(default_factory=dict)
+    deployment: str = ""
 
     @staticmethod
     def from_module(
@@ -91,7 +109,7 @@ class PlacementReport:
         info = placement_info(module)
         usage = sram_map(module, target.grid_width_pes, target.grid_height_pes)
         layers = [
-            LayerReport(i, name, tuple(region))
+            LayerReport(i, name, tuple(region), target.wafer_of(region[1]))
             for i, (name, region) in enumerate(
                 zip(stage_names(module), stage_regions(module), strict=True)
             )
@@ -100,6 +118,7 @@ class PlacementReport:
         comm: dict = {"reduce_algorithms": Counter(), "stream_hops": 0}
         ops = body_ops(module)
         workspace: dict[tuple, list[int]] = {}
+        state_slots: set[tuple] = set()
         for op in ops:
             name = kind(op)
             if name == "param" or not has(op, "stage"):
@@ -128,8 +147,9 @@ class PlacementReport:
             if not has(op, "sram"):
                 continue
             offset, size = get_ints(op, "sram")
-            if name == "host_transfer" and get_str(op, "kind") == "state":
-                stored = size * math.prod(get_ints(op, "region")[2:])
+            slot = (tuple(get_ints(op, "region")), offset)
+            if slot in state_slots or (name == "host_transfer" and get_str(op, "kind") == "state"):
+                stored = _new_state(slot, size, state_slots)
                 layer.state_bytes += stored
                 totals["state"] += stored
             else:
@@ -137,7 +157,8 @@ class PlacementReport:
                 if info["mode"] == "streaming":
                     key = (0, tuple(layers[0].region))
                 bounds = workspace.setdefault(key, [offset, offset])
-                bounds[0], bounds[1] = min(bounds[0], offset), max(bounds[1], offset + size)
+                bounds[0] = min(bounds[0], offset)
+                bounds[1] = max(bounds[1], offset + size, _scratch_end(op))
         pool = [w for w in ops if kind(w) == "weight_tiles" and get_str(w, "home") == "external"]
         if pool:
             start = min(get_int(w, "sram_offset") for w in pool)
@@ -188,6 +209,15 @@ class PlacementReport:
     def fits(self) -> bool:
         return self.sram_bytes_per_pe_max <= self.usable_sram_bytes_per_pe
 
+    def wafer_layers(self) -> list[dict]:
+        """Per wafer in use: its first and last stage and their names."""
+        out: list[dict] = []
+        for layer in self.layers:
+            if not out or out[-1]["wafer"] != layer.wafer:
+                out.append({"wafer": layer.wafer, "first": layer.stage, "first_name": layer.name})
+            out[-1] |= {"last": layer.stage, "last_name": layer.name}
+        return out
+
     def fullest_pes(self, count: int = 5) -> list[dict]:
         """The `count` PEs using the most SRAM: x, y, bytes, stage."""
         flat = self.usage.reshape(-1)
@@ -216,6 +246,9 @@ class PlacementReport:
             "grid": [self.target.grid_width_pes, self.target.grid_height_pes],
             "mode": self.mode,
             "mode_reason": self.mode_reason,
+            "deployment": self.deployment,
+            "wafers": self.target.wafers,
+            "wafer_layers": self.wafer_layers() if self.target.wafers > 1 else [],
             "fits": self.fits,
             "usable_sram_bytes_per_pe": self.usable_sram_bytes_per_pe,
             "sram_bytes_capacity": self.usable_sram_bytes_per_pe * self.target.num_pes,
@@ -238,7 +271,13 @@ class PlacementReport:
         lines = [
             f"{data['target']} ({data['grid'][0]} x {data['grid'][1]} PEs), mode {self.mode}: "
             f"{'fits' if self.fits else 'DOES NOT FIT'}",
+            f"  deployed: {self.deployment or self.mode}",
             f"  why: {self.mode_reason or self.mode}",
+            *(
+                f"  wafer {w['wafer']}: stages {w['first']}-{w['last']} "
+                f"({w['first_name']} .. {w['last_name']})"
+                for w in data["wafer_layers"]
+            ),
             f"  SRAM per PE: max {data['sram_bytes_per_pe_max']:,} B, median "
             f"{data['sram_bytes_per_pe_median']:,.0f} B, min {data['sram_bytes_per_pe_min']:,} B"
             f" of {data['usable_sram_bytes_per_pe']:,} B usable",

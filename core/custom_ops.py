@@ -2,7 +2,8 @@
 
 Shapes follow ``mamba_ssm.selective_scan_fn``: ``u``, ``delta``, ``z`` are (b, d, l); ``A`` is
 (d, n); ``B``, ``C`` are (b, n, l); ``D`` and ``delta_bias`` are (d,). The op returns
-``(y, last_state)`` with shapes (b, d, l) and (b, d, n), both in ``u.dtype``; all arithmetic is
+``(y, last_state)`` with shapes (b, d, l) and (b, d, n), both in ``u.dtype``; the optional ``h0``
+(b, d, n) is the state before the first step (zeros when absent). All arithmetic is
 float32. Because the scan is one op, ``torch.export`` records one node per Mamba layer instead of a
 loop unrolled over time.
 """
@@ -55,10 +56,11 @@ def selective_scan_reference(
     z: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
+    h0: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Numerical ground truth of ``wafer::selective_scan``: a sequential loop over time."""
     b, d, length = u.shape
-    h = u.new_zeros(b, d, A.shape[1], dtype=torch.float32)
+    h = u.new_zeros(b, d, A.shape[1], dtype=torch.float32) if h0 is None else h0.float()
     ys = []
     for t in range(length):
         y, h = selective_scan_step(
@@ -88,12 +90,13 @@ def selective_scan(
     z: Tensor | None,
     delta_bias: Tensor | None,
     delta_softplus: bool,
+    h0: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Selective scan (see module docstring); returns ``(y, last_state)`` in ``u.dtype``."""
-    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0)
 
 
 @selective_scan.register_fake
-def _selective_scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+def _selective_scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0=None):
     b, d, _ = u.shape
     return torch.empty_like(u), u.new_empty(b, d, A.shape[1])

@@ -149,3 +149,19 @@ class TensorTooLargeError(WaferError):
 
 class EmptyTensorError(WaferError):
     """A tensor with no elements (a zero-size batch or sequence) was given to placement."""
+
+
+class ClusterError(WaferError):
+    """A distributed sweep cannot start: its engine is not installed, or its scheduler cannot be
+    reached; says what to install or start."""
+
+
+class ShardingError(WaferError, ValueError):
+    """A program cannot be sharded as asked: more devices than JAX sees, a mesh that does not
+    divide the model, a plan that does not fit the devices' memory, or an artifact saved for
+    another device count; says what to change."""
+
+
+class CacheDirError(WaferError):
+    """The compiled-program cache directory is unsafe to load from (another user's, or writable
+    by group or others) or cannot be created; says how to fix it or turn the cache off."""

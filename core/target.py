@@ -1,22 +1,33 @@
 """Hardware targets as data: presets in `core/targets/*.json`, or a user's file.
 
 A target file is JSON: `{"name", "wafer" ("wse2" | "wse3" | "mesh"), "description",
-"fields": {field: {"value": number, "source": "where the number comes from"}}}`. Every field
-carries its unit in its name. Loading validates every field against its range (`MAXIMUM`: far
-above any real wafer) and the grid against its fabric, and names the one that is wrong.
+"fields": {field: {"value": number, "source": "where the number comes from"}}, "links"}`. Every
+field carries its unit in its name. Loading validates every field against its range (`MAXIMUM`:
+far above any real wafer) and the grid against its fabric, and names the one that is wrong.
+
+`links` ({"bytes_per_second", "latency_seconds"}, each with its source) is one wafer's I/O to
+the other wafers of a cluster. A cluster file adds `"wafers": {"value": N, "source"}` and
+either `"cluster_of": "<preset>"` or its own `wafer`, `fields` and `links`; `load_target`
+also reads a name `<preset>x<N>` (`wse3x3`) as N wafers of that preset. A cluster is one
+`Target` whose grid stacks its wafers' grids vertically (wafer i holds rows
+[i * wafer_height_pes, (i + 1) * wafer_height_pes)); traffic across that boundary goes over the
+links, never the fabric.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 from core.errors import TargetError
 
 PRESET_DIR = Path(__file__).with_name("targets")
+Fail = Callable[[str], NoReturn]
 
 # The full fabric of each wafer kind (PEs, w x h): a program rectangle cannot exceed it.
 FABRIC_PES = {"wse2": (757, 996), "wse3": (762, 1172)}
@@ -25,6 +36,14 @@ FABRIC_PES = {"wse2": (757, 996), "wse3": (762, 1172)}
 MAX_MESH_PES = 762 * 1172
 WAFER_KINDS = (*FABRIC_PES, "mesh")
 MAX_TARGET_FILE_BYTES = 1 << 20
+# Wafers in one cluster: placement keeps per-PE arrays over every wafer of the cluster (32 x
+# WSE-3 ~ 28 M PEs); far above the 4 systems the vendor serves a 70B model on.
+MAX_WAFERS = 32
+# The links of a cluster: (field, JSON key, unit) with their bounds.
+LINK_FIELDS = {
+    "wafer_link_bytes_per_second": ("bytes_per_second", 10**15),
+    "wafer_link_latency_seconds": ("latency_seconds", 1.0),
+}
 
 # Upper bounds far above any real PE (WSE-2/3: 48 KiB SRAM, 16 B/cycle reads, 1.1 GHz, 24
 # colors) yet low enough that every product the compiler forms (bytes per PE x PEs, cycles x
@@ -71,6 +90,10 @@ class Target:
     colors: int
     external_memory_bytes_per_second: float
     sources: tuple[tuple[str, str], ...] = ()
+    wafers: int = 1
+    wafer_link_bytes_per_second: float = 0.0
+    wafer_link_latency_seconds: float = 0.0
+    wafer_name: str = ""
 
     @property
     def num_pes(self) -> int:
@@ -94,8 +117,31 @@ class Target:
     def source(self, field_name: str) -> str:
         return dict(self.sources).get(field_name, "")
 
+    @property
+    def wafer_height_pes(self) -> int:
+        """Rows of one wafer's grid (the grid stacks `wafers` of them)."""
+        return self.grid_height_pes // self.wafers
 
-_NUMERIC = [f for f in fields(Target) if f.name not in ("name", "wafer", "description", "sources")]
+    @property
+    def wafer_pes(self) -> int:
+        return self.grid_width_pes * self.wafer_height_pes
+
+    @property
+    def unit_name(self) -> str:
+        """The name of one wafer of this target (`wse3` for `wse3x4`)."""
+        return self.wafer_name or self.name
+
+    def wafer_of(self, y: int) -> int:
+        """The wafer holding grid row `y`."""
+        return min(y // self.wafer_height_pes, self.wafers - 1)
+
+
+_CLUSTER = ("wafers", *LINK_FIELDS, "wafer_name")
+_NUMERIC = [
+    f
+    for f in fields(Target)
+    if f.name not in ("name", "wafer", "description", "sources", *_CLUSTER)
+]
 _ALLOWS_ZERO = {
     "sram_reserved_bytes_per_pe",
     "hop_latency_cycles",
@@ -109,10 +155,35 @@ def presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
 
+def cluster(target: Target, wafers: int) -> Target:
+    """`wafers` wafers of `target`'s kind (one wafer of a cluster: `wafers=1`), joined by its
+    links; TargetError when it has none or the count is out of range."""
+    if isinstance(wafers, bool) or not isinstance(wafers, int) or not 1 <= wafers <= MAX_WAFERS:
+        raise TargetError(
+            f"a cluster has 1 to {MAX_WAFERS} wafers, got {wafers!r:.40}; give a count in range"
+        )
+    if wafers > 1 and not target.wafer_link_bytes_per_second:
+        raise TargetError(
+            f"target {target.name!r} gives no links between wafers, so it cannot form a "
+            f'cluster of {wafers}; add "links" (bytes_per_second, latency_seconds) to its file'
+        )
+    unit = target.unit_name
+    return replace(
+        target,
+        name=unit if wafers == 1 else f"{unit}x{wafers}",
+        grid_height_pes=target.wafer_height_pes * wafers,
+        wafers=wafers,
+        wafer_name=unit,
+    )
+
+
 def load_target(spec: str | Path | Target) -> Target:
-    """A preset name (`"wse3"`), a path to a target file, or a `Target` (checked, returned)."""
+    """A preset name (`"wse3"`, `"wse3x3"`: 3 wafers of it), a path to a target file, or a
+    `Target` (checked, returned)."""
     if isinstance(spec, Target):
-        _check_ranges(spec.wafer, asdict(spec), f"target {spec.name!r}")
+        per_wafer = asdict(spec) | {"grid_height_pes": spec.wafer_height_pes}
+        _check_ranges(spec.wafer, per_wafer, f"target {spec.name!r}")
+        _check_cluster(spec, f"target {spec.name!r}")
         return spec
     if not isinstance(spec, str | Path):
         raise TargetError(
@@ -122,6 +193,9 @@ def load_target(spec: str | Path | Target) -> Target:
     path = Path(spec)
     if not path.suffix and (PRESET_DIR / f"{spec}.json").exists():
         path = PRESET_DIR / f"{spec}.json"
+    elif named := re.fullmatch(r"([a-z0-9-]{1,60})x([0-9]{1,3})", str(spec)):
+        if (PRESET_DIR / f"{named[1]}.json").exists():
+            return cluster(load_target(named[1]), int(named[2]))
     try:
         found = path.is_file()
     except (OSError, ValueError):  # a name too long, or with a NUL byte
@@ -206,11 +280,63 @@ def _check_ranges(wafer: object, values: dict[str, Any], origin: str) -> None:
         fail("field 'sram_reserved_bytes_per_pe' must be below 'sram_bytes_per_pe'")
 
 
+def _check_cluster(target: Target, origin: str) -> None:
+    """The wafer count and the links within their ranges."""
+    if target.wafers != 1:
+        try:
+            cluster(target, target.wafers)
+        except TargetError as exc:
+            raise TargetError(f"{origin}: {exc}") from exc
+    for name, (key, bound) in LINK_FIELDS.items():
+        value = getattr(target, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= bound):
+            raise TargetError(
+                f"{origin}: links '{key}' must be a number from 0 to {bound:g}, got {value!r:.40}"
+            )
+
+
+def _entry(entry: object) -> tuple[object, str]:
+    """A file's `{"value", "source"}` (or a bare value): the value and its source."""
+    if isinstance(entry, dict):
+        return entry.get("value"), str(entry.get("source") or "")
+    return entry, ""
+
+
+def _links(data: dict, fail: Fail) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The file's `links`, checked: bandwidth > 0 and latency >= 0, within bounds."""
+    links = data.get("links")
+    if links is None:
+        return {}, []
+    if not isinstance(links, dict):
+        fail("'links' must be an object with 'bytes_per_second' and 'latency_seconds'")
+    values: dict[str, Any] = {}
+    sources = []
+    for name, (key, bound) in LINK_FIELDS.items():
+        if key not in links:
+            fail(f"'links' misses '{key}' (each wafer's I/O to the others, with its source)")
+        value, source = _entry(links[key])
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            fail(f"links '{key}' must be a finite number, got {value!r:.80}")
+        if not (0 < value if key == "bytes_per_second" else 0 <= value) or value > bound:
+            fail(f"links '{key}' is {_show(value)}, outside (0, {bound:g}]")
+        values[name] = float(value)
+        sources.append((name, source))
+    return values, sources
+
+
 def _validate(data: object, origin: str) -> Target:
     def fail(message: str) -> NoReturn:
         raise TargetError(f"target file {origin}: {message}")
 
-    if not isinstance(data, dict) or not isinstance(data.get("fields"), dict):
+    if not isinstance(data, dict):
+        fail("expected an object with 'name', 'wafer' and 'fields'")
+    if "wafers" in data or "cluster_of" in data:
+        return _validate_cluster(data, origin, fail)
+    if not isinstance(data.get("fields"), dict):
         fail("expected an object with 'name', 'wafer' and 'fields'")
     given = data["fields"]
     unknown = sorted(set(given) - {f.name for f in _NUMERIC})
@@ -228,10 +354,43 @@ def _validate(data: object, origin: str) -> Target:
     _check_ranges(data.get("wafer"), values, f"target file {origin}")
     for f in _NUMERIC:
         values[f.name] = int(values[f.name]) if f.type == "int" else float(values[f.name])
+    links, link_sources = _links(data, fail)
     return Target(
         name=str(data.get("name", origin)),
         wafer=data["wafer"],
         description=str(data.get("description", "")),
-        sources=tuple(sources),
+        sources=tuple(sources + link_sources),
         **values,
+        **links,
     )
+
+
+def _validate_cluster(data: dict, origin: str, fail: Fail) -> Target:
+    """A cluster file: `wafers` of a preset (`cluster_of`) or of its own wafer (`fields`),
+    joined by `links` (its own, else the preset's)."""
+    count, count_source = _entry(data.get("wafers"))
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_WAFERS:
+        fail(f"'wafers' must be a whole number from 1 to {MAX_WAFERS}, got {count!r:.40}")
+    base_name = data.get("cluster_of")
+    if base_name is not None:
+        if not isinstance(base_name, str) or base_name not in presets():
+            fail(f"'cluster_of' must name a preset ({', '.join(presets())}), got {base_name!r:.40}")
+        unit = load_target(base_name)
+        links, link_sources = _links(data, fail)
+        unit = replace(unit, sources=unit.sources + tuple(link_sources), **links)
+    else:
+        if count > 1 and data.get("links") is None:
+            fail(
+                f"a cluster of {count} wafers needs 'links' (bytes_per_second, latency_seconds, "
+                "each with its source): how its wafers exchange activations"
+            )
+        single = {k: v for k, v in data.items() if k not in ("wafers", "name")}
+        unit = _validate(single, origin)
+    try:
+        built = cluster(unit, count)
+    except TargetError as exc:
+        fail(str(exc))
+    sources = built.sources + (("wafers", str(count_source)),)
+    name = str(data.get("name", built.name))
+    description = str(data.get("description", built.description))
+    return replace(built, name=name, description=description, sources=sources)

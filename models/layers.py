@@ -5,13 +5,16 @@ Every block (attention, transformer, Mamba) follows the same stateful protocol u
 
 * ``init_state(batch_size) -> tuple[Tensor, ...]``: zero state, ``num_states`` tensors;
 * ``prefill(x, pos) -> (x, state)``: process a whole prompt starting at position 0;
-* ``decode(x, pos, state) -> (x, state)``: process one token at position ``pos`` (shape (1,)).
+* ``decode(x, pos, state) -> (x, state)``: process one token at position ``pos`` (shape (1,));
+* ``chunk(x, pos, state) -> (x, state)``: process ``L`` tokens at positions ``pos`` (L,),
+  ``pos[0]`` a multiple of ``L``, continuing from ``state`` (chunked prefill).
 
 ``pos`` holds the absolute positions of the tokens in ``x`` (``arange(L)`` in prefill). State is
 never mutated in place: decode returns new tensors.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -30,21 +33,17 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(x.dtype)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-    """Causal attention with grouped key/value heads, written with matmul + softmax.
+def attend(q: Tensor, k: Tensor, v: Tensor, visible: Tensor | None = None) -> Tensor:
+    """Scaled dot-product attention with grouped key/value heads: one
+    ``scaled_dot_product_attention``, exported whole (the compiler tiles it flash-style).
 
     ``q`` is (b, hq, lq, hd); ``k``, ``v`` are (b, hkv, lk, hd) with ``hq % hkv == 0``; query head
-    ``i`` uses kv head ``i // (hq // hkv)``. Key ``j`` is visible to query ``i`` iff
-    ``k_pos[j] <= q_pos[i]``. Returns (b, hq, lq, hd).
+    ``i`` uses kv head ``i // (hq // hkv)``. ``visible`` (lq, lk) bool says which keys each query
+    sees; None means causal over equal positions (prefill). Returns (b, hq, lq, hd).
     """
-    b, hq, lq, hd = q.shape
-    hkv = k.shape[1]
-    q = q.reshape(b, hkv, hq // hkv, lq, hd)
-    scores = (q @ k.unsqueeze(2).transpose(-1, -2)) * hd**-0.5
-    visible = k_pos[None, :] <= q_pos[:, None]
-    scores = torch.where(visible, scores, float("-inf"))
-    probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
-    return (probs @ v.unsqueeze(2)).reshape(b, hq, lq, hd)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=visible, is_causal=visible is None, enable_gqa=q.shape[1] != k.shape[1]
+    )
 
 
 class CachedAttention(nn.Module):
@@ -77,9 +76,9 @@ class CachedAttention(nn.Module):
         shape = (batch_size, self.num_kv_heads, self.max_len, self.head_dim)
         return w.new_zeros(shape), w.new_zeros(shape)
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, visible: Tensor | None) -> Tensor:
         b, _, length, _ = q.shape
-        return self.out(attend(q, k, v, q_pos, k_pos).transpose(1, 2).reshape(b, length, -1))
+        return self.out(attend(q, k, v, visible).transpose(1, 2).reshape(b, length, -1))
 
     def prefill(self, x: Tensor, pos: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Attend within the prompt; the cache holds its keys/values at positions 0..L-1."""
@@ -87,7 +86,7 @@ class CachedAttention(nn.Module):
         b, h, length, d = k.shape
         pad = k.new_zeros(b, h, self.max_len - length, d)
         cache = (torch.cat([k, pad], dim=2), torch.cat([v, pad], dim=2))
-        return self._attend(q, k, v, pos, pos), cache
+        return self._attend(q, k, v, None), cache
 
     def decode(
         self, x: Tensor, pos: Tensor, state: tuple[Tensor, ...]
@@ -99,7 +98,31 @@ class CachedAttention(nn.Module):
         hit = (slots == pos)[None, None, :, None]
         k_cache = torch.where(hit, k, k_cache)
         v_cache = torch.where(hit, v, v_cache)
-        return self._attend(q, k_cache, v_cache, pos, slots), (k_cache, v_cache)
+        return self._attend(q, k_cache, v_cache, (slots <= pos)[None, :]), (k_cache, v_cache)
+
+    def chunk(
+        self, x: Tensor, pos: Tensor, state: tuple[Tensor, ...]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Write ``L`` keys/values at slots ``pos`` and attend causally over the cache.
+
+        ``pos[0]`` must be a multiple of ``L``: slot ``s`` then takes row ``s % L`` of the chunk
+        tiled along the cache, an elementwise select like :meth:`decode`'s, not a scatter.
+        """
+        k_cache, v_cache = state
+        q, k, v = self.qkv(x, pos)
+        slots = torch.arange(self.max_len, device=pos.device)
+        hit = ((slots >= pos[0]) & (slots <= pos[-1]))[None, None, :, None]
+        k_cache = torch.where(hit, self._tile(k), k_cache)
+        v_cache = torch.where(hit, self._tile(v), v_cache)
+        visible = slots[None, :] <= pos[:, None]
+        return self._attend(q, k_cache, v_cache, visible), (k_cache, v_cache)
+
+    def _tile(self, x: Tensor) -> Tensor:
+        """(b, h, L, d) repeated along the cache: (b, h, max_len, d), row ``s`` is ``x[s % L]``."""
+        b, h, length, d = x.shape
+        tiles = -(-self.max_len // length)
+        x = x[:, :, None].expand(b, h, tiles, length, d).reshape(b, h, tiles * length, d)
+        return x[:, :, : self.max_len]
 
 
 class TransformerBlock(nn.Module):
@@ -128,6 +151,13 @@ class TransformerBlock(nn.Module):
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Process one token with the KV cache; returns the updated cache."""
         h, state = self.attn.decode(self.norm1(x), pos, state)
+        return self._mlp(x + h), state
+
+    def chunk(
+        self, x: Tensor, pos: Tensor, state: tuple[Tensor, ...]
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Process a chunk of the prompt with the KV cache; returns the updated cache."""
+        h, state = self.attn.chunk(self.norm1(x), pos, state)
         return self._mlp(x + h), state
 
     def _mlp(self, x: Tensor) -> Tensor:

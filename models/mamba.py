@@ -76,8 +76,28 @@ class MambaMixer(nn.Module):
         b, di, _ = u.shape
         conv_state = torch.cat([u.new_zeros(b, di, self.d_conv), u], dim=-1)[:, :, length:]
         u = F.silu(self.conv1d(u)[:, :, :length])
+        y, ssm_state = self._scan(u, z, None)
+        return y, (conv_state, ssm_state)
+
+    def chunk(
+        self, x: Tensor, pos: Tensor, state: tuple[Tensor, ...]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """A chunk of the prompt continuing from ``state``: the conv sees the last ``d_conv - 1``
+        inputs before the chunk, the scan starts from the SSM state."""
+        conv_state, ssm_state = state
+        u, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # (b, d_inner, L) each
+        u = torch.cat([conv_state[:, :, 1:], u], dim=-1)
+        conv_state = u[:, :, -self.d_conv :]
+        u = F.silu(F.conv1d(u, self.conv1d.weight, self.conv1d.bias, groups=u.shape[1]))
+        y, ssm_state = self._scan(u, z, ssm_state)
+        return y, (conv_state, ssm_state)
+
+    def _scan(self, u: Tensor, z: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Output projection of the scan of the conv output ``u`` (b, d_inner, L), started from
+        ``h0`` (zeros when None), and the final SSM state."""
         delta, B, C = self._ssm_inputs(u.transpose(1, 2))
         A = -torch.exp(self.A_log.float())
+        init = {} if h0 is None else {"h0": h0}
         y, ssm_state = selective_scan(
             u,
             delta.transpose(1, 2),
@@ -88,8 +108,9 @@ class MambaMixer(nn.Module):
             z=z,
             delta_bias=self.dt_proj.bias,
             delta_softplus=True,
+            **init,
         )
-        return self.out_proj(y.transpose(1, 2)), (conv_state, ssm_state)
+        return self.out_proj(y.transpose(1, 2)), ssm_state
 
     def decode(
         self, x: Tensor, pos: Tensor, state: tuple[Tensor, ...]
@@ -141,6 +162,13 @@ class MambaBlock(nn.Module):
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Process one token; returns hidden states and the new mixer state."""
         h, state = self.mixer.decode(self.norm(x), pos, state)
+        return x + h, state
+
+    def chunk(
+        self, x: Tensor, pos: Tensor, state: tuple[Tensor, ...]
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Process a chunk of the prompt; returns hidden states and the new mixer state."""
+        h, state = self.mixer.chunk(self.norm(x), pos, state)
         return x + h, state
 
 

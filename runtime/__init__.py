@@ -1,7 +1,9 @@
 """Wafer's runtimes: execute a compiled `Program` without the compiler or MLIR.
 
-`load`, `save`, `ArtifactError`, `LoadedModule` (runtime.artifact) and `JaxExecutable`
-(runtime.jax_runtime) are imported on first use, so `import runtime` stays light.
+`load`, `save`, `ArtifactError`, `LoadedModule` (runtime.artifact), `JaxExecutable`
+(runtime.jax_runtime), `ShardedExecutable` (runtime.jax_sharded) and `ShardingError` are
+imported on first use, so `import runtime` stays light. `runtime.sharding.plan` gives the
+sharding plan of a program without JAX.
 """
 
 import importlib
@@ -12,6 +14,8 @@ _EXPORTS = {
     "load": "runtime.artifact",
     "save": "runtime.artifact",
     "JaxExecutable": "runtime.jax_runtime",
+    "ShardedExecutable": "runtime.jax_sharded",
+    "ShardingError": "core.errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -49,8 +49,8 @@ import torch
 from safetensors.torch import save_file
 from torch.utils import _pytree as pytree
 
-from core.errors import ArtifactError
-from runtime import trees
+from core.errors import ArtifactError, ShardingError
+from runtime import sharding, trees
 from runtime.artifact_checks import (
     CHECKSUM,
     DATA_FILES,
@@ -75,7 +75,7 @@ from runtime.artifact_checks import (
     spec_json,
 )
 from runtime.atomic_dir import fsync_path, replace_directory, write_synced
-from runtime.execution import Executor, ProgramCall, check_runtime, make_executor
+from runtime.execution import Executor, ProgramCall, check_devices, check_runtime, make_executor
 from runtime.program import Program, Signature
 
 __all__ = [
@@ -108,10 +108,12 @@ def save(
     model_name: str,
     target: str,
     overwrite: bool = False,
+    devices=None,
 ) -> Path:
     """Write the artifact directory `path` and return it. `path` may be absent, an empty
     directory, or (with `overwrite=True`) a Wafer artifact, which is replaced atomically;
-    anything else is refused. A failure or crash leaves `path` as it was."""
+    anything else is refused. A failure or crash leaves `path` as it was. `devices` (a
+    count or a `jax.sharding.Mesh`) records the sharding that loading then expects."""
     tensors, tied = _weights_to_save(program, weights)
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -124,6 +126,13 @@ def save(
         "out_tree": trees.to_json(out_spec),
         "tied_weights": tied,
     }
+    if devices is not None:
+        layout = sharding.layout_of(program, devices)
+        manifest["sharding"] = {
+            "devices": layout.devices,
+            "stages": layout.stages,
+            "tensor": layout.tensor,
+        }
     if json_depth(json.dumps(manifest).encode()) > MAX_JSON_DEPTH - 2:  # files add 2 levels
         raise ArtifactError(
             f"{path}: the model's inputs or outputs are nested deeper than an artifact stores "
@@ -264,25 +273,36 @@ class LoadedModule(ProgramCall):
 
     def _make_executor(self) -> Executor:
         return make_executor(
-            self.runtime, self.program, self.weights, check_indices=self.check_indices
+            self.runtime,
+            self.program,
+            self.weights,
+            check_indices=self.check_indices,
+            devices=self.devices,
         )
 
 
 def load(
-    path: str | os.PathLike, *, runtime: str = "jax", check_indices: bool = True
+    path: str | os.PathLike,
+    *,
+    runtime: str = "jax",
+    check_indices: bool = True,
+    devices=None,
 ) -> LoadedModule:
     """Load the artifact at `path`, verified as described above, to run on `runtime`
     ("jax" or "reference"; an artifact holds no placement for "simulator"); `check_indices=False`
-    lets the JAX runtime clamp out-of-range indices instead of checking them. A load that a
+    lets the JAX runtime clamp out-of-range indices instead of checking them. `devices` (a
+    count or a `jax.sharding.Mesh`) shards it on JAX; an artifact saved sharded runs on the
+    layout it records, and refuses another device count (`ShardingError`). A load that a
     concurrent save replaced the artifact under (and then removed the old one) starts again."""
     check_runtime(runtime, placed=False)
+    check_devices(runtime, devices)
     path = Path(path)
     attempts = 3
     while True:
         attempts -= 1
         with open_directory(path) as dir_fd:
             try:
-                return _load(path, dir_fd, runtime, check_indices)
+                return _load(path, dir_fd, runtime, check_indices, devices)
             except ArtifactError:
                 if not attempts or _still_at(path, dir_fd):
                     raise
@@ -296,7 +316,7 @@ def _still_at(path: Path, dir_fd: int) -> bool:
         return False
 
 
-def _load(path: Path, dir_fd: int, runtime: str, check_indices: bool) -> LoadedModule:
+def _load(path: Path, dir_fd: int, runtime: str, check_indices: bool, devices) -> LoadedModule:
     manifest = read_manifest(path, dir_fd)
     files = manifest["files"]
     with open_file(path, dir_fd, PROGRAM, files[PROGRAM]) as f:
@@ -322,5 +342,26 @@ def _load(path: Path, dir_fd: int, runtime: str, check_indices: bool) -> LoadedM
         structure_notes=notes,
     )
     loaded.check_indices = check_indices
+    if runtime == "jax":
+        loaded.devices = _saved_devices(path, manifest, devices)
     loaded._executor = loaded._make_executor()  # JAX refuses a program it cannot run now
     return loaded
+
+
+def _saved_devices(path: Path, manifest: dict, devices):
+    """The devices to shard a loaded artifact over: its recorded layout, unless a mesh is
+    given; a count or mesh given must number as many devices as the artifact records."""
+    saved = manifest.get("sharding")
+    if saved is None:
+        return devices
+    recorded = sharding.Layout(saved["stages"], saved["tensor"])
+    if devices is None:
+        return recorded
+    count = devices if isinstance(devices, int) else sharding.layout_of(None, devices).devices
+    if count != recorded.devices:
+        raise ShardingError(
+            f"{path} was saved sharded over {recorded.devices} devices "
+            f"({recorded.describe()}), not {count}; load it with devices={recorded.devices} "
+            "(or leave devices out), or compile with the new count and save again"
+        )
+    return recorded if isinstance(devices, int) else devices

@@ -243,10 +243,24 @@ MANIFEST_FIELDS = {
 }  # fmt: skip
 
 
+SHARDING_FIELDS = {"devices": int, "stages": int, "tensor": int}
+MAX_SHARDED_DEVICES = 1 << 16
+
+
 def _check_manifest(manifest: dict) -> None:
-    """ValueError unless the manifest has exactly its fields, of their types, and names
-    exactly the artifact's data files."""
-    _check_fields(manifest, MANIFEST_FIELDS, "the manifest")
+    """ValueError unless the manifest has exactly its fields (and optionally `sharding`), of
+    their types, and names exactly the artifact's data files."""
+    _check_fields(manifest, MANIFEST_FIELDS, "the manifest", optional={"sharding": dict})
+    if "sharding" in manifest:
+        shard = _check_fields(manifest["sharding"], SHARDING_FIELDS, "sharding")
+        counts = (shard["devices"], shard["stages"], shard["tensor"])
+        if not all(1 <= c <= MAX_SHARDED_DEVICES for c in counts) or (
+            shard["stages"] * shard["tensor"] != shard["devices"]
+        ):
+            raise ValueError(
+                f"sharding {shard!r:.120} is not stages x tensor = devices, each 1 to "
+                f"{MAX_SHARDED_DEVICES}"
+            )
     extra = sorted(set(manifest["files"]) - set(DATA_FILES))
     if extra:
         raise ValueError(
@@ -265,10 +279,14 @@ def _check_manifest(manifest: dict) -> None:
         raise ValueError("tied_weights must map weight names to weight names")
 
 
-def _check_fields(value: object, fields: Mapping[str, type], what: str) -> dict:
-    """`value` if it is a JSON object with exactly `fields`, of their types; else ValueError."""
+def _check_fields(
+    value: object, fields: Mapping[str, type], what: str, optional: Mapping[str, type] = {}
+) -> dict:
+    """`value` if it is a JSON object with exactly `fields` (and any of `optional`), of their
+    types; else ValueError."""
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be a JSON object, not {type(value).__name__}")
+    fields = {**fields, **{k: t for k, t in optional.items() if k in value}}
     extra, missing = sorted(set(value) - set(fields)), sorted(set(fields) - set(value))
     if extra:
         raise ValueError(f"{what} has unknown fields {extra!r:.200}")

@@ -22,7 +22,12 @@ from collections.abc import Callable, Mapping
 import torch
 from torch.utils import _pytree as pytree
 
-from core.errors import InputMismatchError, MetaDeviceError, UnknownRuntimeError
+from core.errors import (
+    InputMismatchError,
+    MetaDeviceError,
+    ShardingError,
+    UnknownRuntimeError,
+)
 from core.target import Target
 from runtime.program import Program, Signature, flatten_inputs
 
@@ -44,6 +49,15 @@ def check_runtime(runtime: str, *, placed: bool) -> None:
         )
 
 
+def check_devices(runtime: str, devices) -> None:
+    """Only the JAX runtime shards a program over devices."""
+    if devices is not None and runtime != "jax":
+        raise ShardingError(
+            f"devices={devices!r} shards the program on JAX, but the runtime is {runtime!r}; "
+            "use runtime='jax', or leave devices out"
+        )
+
+
 def make_executor(
     runtime: str,
     program: Program,
@@ -52,16 +66,23 @@ def make_executor(
     placed_program: Program | None = None,
     target: Target | None = None,
     check_indices: bool = True,
+    devices=None,
 ) -> Executor:
     """The function that runs `program` (or, tile by tile, `placed_program` on `target`) on
     flat tensor inputs and returns its flat outputs; `check_indices=False` lets the JAX
-    runtime skip its index range check."""
+    runtime skip its index range check. `devices` (a count or a `jax.sharding.Mesh`) shards
+    the program over that many devices (JAX only; see `runtime.jax_sharded`)."""
     check_runtime(runtime, placed=placed_program is not None and target is not None)
+    check_devices(runtime, devices)
     if runtime == "simulator" and placed_program is not None and target is not None:
         from runtime import tiled
 
         placed, on = placed_program, target
         return lambda tensors: tiled.execute(placed, weights, [t.cpu() for t in tensors], on)
+    if runtime == "jax" and devices is not None:
+        from runtime.jax_sharded import ShardedExecutable
+
+        return ShardedExecutable(program, weights, devices, check_indices=check_indices)
     if runtime == "jax":
         from runtime.jax_runtime import JaxExecutable
 
@@ -103,6 +124,7 @@ class ProgramCall(ABC):
     out_spec: pytree.TreeSpec | None
     runtime: str
     check_indices: bool = True
+    devices: object = None  # a device count or a jax.sharding.Mesh: sharded on JAX
     _executor: Executor | None
 
     @abstractmethod

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,14 +25,13 @@ from jax import lax
 from core.errors import ExecutionError
 from core.ops import OpTable
 from runtime.program import (
-    INDEXED_OPS,
-    IndexBound,
+    IndexCheck,
     Instruction,
     Program,
     TensorSpec,
-    check_index_range,
+    check_extremes,
     constant_tensor,
-    index_bounds,
+    index_checks,
 )
 
 Rule = Callable[..., jax.Array | tuple[jax.Array, ...]]
@@ -318,7 +316,7 @@ def scan_chunk_length(batch: int, channels: int, length: int, state: int, budget
 
 
 def _selective_scan(
-    ins: Instruction, opts: Options, u, delta, a, b, c, d_skip, z, delta_bias
+    ins: Instruction, opts: Options, u, delta, a, b, c, d_skip, z, delta_bias, h0=None
 ) -> tuple[jax.Array, jax.Array]:
     """The recurrence as an associative scan over time, chunk by chunk (`lax.scan` carries the
     state from one chunk to the next)."""
@@ -349,7 +347,8 @@ def _selective_scan(
         return hs[:, :, -1], y
 
     xs = tuple(by_chunk(x) for x in (uf, delta, b.astype(jnp.float32), c.astype(jnp.float32)))
-    h, ys = lax.scan(step, jnp.zeros((batch, channels, state), jnp.float32), xs)
+    init = jnp.zeros((batch, channels, state)) if h0 is None else h0
+    h, ys = lax.scan(step, init.astype(jnp.float32), xs)
     y = jnp.moveaxis(ys, 0, 2).reshape(batch, channels, chunks * chunk)[..., :length]
     if d_skip is not None:
         y = y + d_skip.astype(jnp.float32)[:, None] * uf
@@ -408,7 +407,7 @@ def _from_torch(t: torch.Tensor, device: jax.Device | None = None) -> jax.Array:
     return array if device is None else jax.device_put(array, device)
 
 
-def _to_torch(array: jax.Array) -> torch.Tensor:
+def to_torch(array: jax.Array) -> torch.Tensor:
     """A JAX array as a torch tensor through DLPack, on JAX's device when torch can use it
     (a CPU-only torch gets GPU results copied to the host, still through DLPack)."""
     (device,) = array.devices()
@@ -432,6 +431,61 @@ def _check(what: str, values: Sequence[jax.Array], specs: Sequence[TensorSpec]) 
             )
 
 
+Constrain = Callable[[int, tuple[jax.Array, ...]], tuple[jax.Array, ...]]
+
+
+def evaluate(
+    program: Program,
+    positions: Sequence[int],
+    env: dict[int, jax.Array],
+    weights: Mapping[str, jax.Array],
+    options: Options,
+    checks: Sequence[IndexCheck],
+    constrain: Constrain | None = None,
+) -> list[jax.Array]:
+    """Trace the instructions at `positions` (ascending) on `env`, which gains their results;
+    `constrain(position, results)` may annotate each op's results (sharding). Returns the
+    (lowest, highest) index of each operand in `checks` read there."""
+    extremes = []
+    for position in positions:
+        ins = program.instructions[position]
+        results: tuple[jax.Array, ...]
+        if ins.op == "param":
+            results = (weights[ins.attrs["sym_name"]],)
+        else:
+            args = [None if v is None else env[v] for v in ins.operands]
+            extremes += [
+                jnp.stack([jnp.min(env[c.value]), jnp.max(env[c.value])]).astype(jnp.int64)
+                for c in checks
+                if c.position == position
+            ]
+            out = RULES[ins.op](ins, options, *args)
+            results = out if isinstance(out, tuple) else (out,)
+            results = results if constrain is None else constrain(position, results)
+        _check(f"JAX rule of wse.{ins.op} ({ins.node})", results, ins.result_specs)
+        env.update(zip(ins.results, results, strict=True))
+    return extremes
+
+
+def check_runnable(program: Program, weights: Mapping[str, torch.Tensor]) -> list[str]:
+    """The program's weight names; `ExecutionError` for an op without a JAX rule, or a
+    weight missing or on the meta device."""
+    unknown = sorted({i.op for i in program.instructions} - set(RULES) - {"param"})
+    if unknown:
+        raise ExecutionError(f"no JAX rule for wse ops: {', '.join(unknown)}")
+    names = list(program.params())
+    missing = [n for n in names if n not in weights]
+    if missing:
+        raise ExecutionError(f"weight {missing[0]!r} is missing from the weights given")
+    meta = [n for n in names if weights[n].is_meta]
+    if meta:
+        raise ExecutionError(
+            f"{len(meta)} weights (e.g. {meta[0]!r}) are on the meta device; the JAX "
+            "runtime needs real ones. Build the model on the CPU or load a checkpoint."
+        )
+    return names
+
+
 class JaxExecutable:
     """`program` compiled by `jax.jit` as one function; weights live on the device.
 
@@ -450,23 +504,11 @@ class JaxExecutable:
         device: jax.Device | None = None,
         check_indices: bool = True,
     ):
-        unknown = sorted({i.op for i in program.instructions} - set(RULES) - {"param"})
-        if unknown:
-            raise ExecutionError(f"no JAX rule for wse ops: {', '.join(unknown)}")
-        names = list(program.params())
-        missing = [n for n in names if n not in weights]
-        if missing:
-            raise ExecutionError(f"weight {missing[0]!r} is missing from the weights given")
-        meta = [n for n in names if weights[n].is_meta]
-        if meta:
-            raise ExecutionError(
-                f"{len(meta)} weights (e.g. {meta[0]!r}) are on the meta device; the JAX "
-                "runtime needs real ones. Build the model on the CPU or load a checkpoint."
-            )
+        names = check_runnable(program, weights)
         self.program = program
         self.options = Options(scan_memory_bytes)
         self.device = device or jax.devices()[0]
-        self._checks = _index_checks(program) if check_indices else []
+        self._checks = index_checks(program) if check_indices else []
         with jax.enable_x64(True):
             self._weights = {n: _from_torch(weights[n], self.device) for n in names}
         self._jitted = jax.jit(self._run)
@@ -478,22 +520,8 @@ class JaxExecutable:
         index of every operand in `self._checks`, one row each."""
         _check("program inputs", inputs, self.program.input_specs)
         env: dict[int, jax.Array] = dict(enumerate(inputs))
-        extremes = []
-        for position, ins in enumerate(self.program.instructions):
-            results: tuple[jax.Array, ...]
-            if ins.op == "param":
-                results = (weights[ins.attrs["sym_name"]],)
-            else:
-                args = [None if v is None else env[v] for v in ins.operands]
-                extremes += [
-                    jnp.stack([jnp.min(env[c.value]), jnp.max(env[c.value])]).astype(jnp.int64)
-                    for c in self._checks
-                    if c.position == position
-                ]
-                out = RULES[ins.op](ins, self.options, *args)
-                results = out if isinstance(out, tuple) else (out,)
-            _check(f"JAX rule of wse.{ins.op} ({ins.node})", results, ins.result_specs)
-            env.update(zip(ins.results, results, strict=True))
+        positions = range(len(self.program.instructions))
+        extremes = evaluate(self.program, positions, env, weights, self.options, self._checks)
         return [env[v] for v in self.program.outputs], jnp.stack(extremes) if extremes else None
 
     def run_device(self, inputs: Sequence[jax.Array]) -> list[jax.Array]:
@@ -501,38 +529,11 @@ class JaxExecutable:
         indices waits for the call to finish."""
         with jax.enable_x64(True):
             outputs, extremes = self._jitted(self._weights, list(inputs))
-        if extremes is not None:
-            for check, (lowest, highest) in zip(self._checks, extremes.tolist(), strict=True):
-                check_index_range(check.ins, check.bound, lowest, highest)
+        check_extremes(self._checks, extremes)
         return outputs
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Run on flat torch tensors; results are torch tensors (see `_to_torch`)."""
+        """Run on flat torch tensors; results are torch tensors (see `to_torch`)."""
         with jax.enable_x64(True):
             arrays = [_from_torch(t, self.device) for t in inputs]
-        return [_to_torch(a) for a in self.run_device(arrays)]
-
-
-class _IndexCheck(NamedTuple):
-    """Index operand `value` of the instruction at `position`, to check against `bound`."""
-
-    position: int
-    ins: Instruction
-    bound: IndexBound
-    value: int
-
-
-def _index_checks(program: Program) -> list[_IndexCheck]:
-    """The non-empty index operands of the program's `embedding` and `index` ops."""
-    specs = dict(enumerate(program.input_specs))
-    checks = []
-    for position, ins in enumerate(program.instructions):
-        specs.update(zip(ins.results, ins.result_specs, strict=True))
-        source = ins.operands[0] if ins.op in INDEXED_OPS else None
-        if source is None:
-            continue
-        for bound in index_bounds(ins, specs[source].shape):
-            value = ins.operands[bound.operand]
-            if value is not None and 0 not in specs[value].shape:
-                checks.append(_IndexCheck(position, ins, bound, value))
-    return checks
+        return [to_torch(a) for a in self.run_device(arrays)]

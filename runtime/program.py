@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch.utils import _pytree as pytree
@@ -359,3 +360,36 @@ def check_index_range(ins: Instruction, bound: IndexBound, lowest: int, highest:
         f"{bound.what}; eager PyTorch raises IndexError here too. Pass indices in range "
         "(token ids below the vocabulary size, positions below the maximum length)."
     )
+
+
+class IndexCheck(NamedTuple):
+    """Index operand `value` of the instruction at `position`, to check against `bound`."""
+
+    position: int
+    ins: Instruction
+    bound: IndexBound
+    value: int
+
+
+def index_checks(program: Program) -> list[IndexCheck]:
+    """The non-empty index operands of the program's `embedding` and `index` ops."""
+    specs = dict(enumerate(program.input_specs))
+    checks = []
+    for position, ins in enumerate(program.instructions):
+        specs.update(zip(ins.results, ins.result_specs, strict=True))
+        source = ins.operands[0] if ins.op in INDEXED_OPS else None
+        if source is None:
+            continue
+        for bound in index_bounds(ins, specs[source].shape):
+            value = ins.operands[bound.operand]
+            if value is not None and 0 not in specs[value].shape:
+                checks.append(IndexCheck(position, ins, bound, value))
+    return checks
+
+
+def check_extremes(checks: Sequence[IndexCheck], extremes) -> None:
+    """Raise `IndexOutOfRangeError` for the first of `checks` whose (lowest, highest) row of
+    `extremes` (an array with `.tolist()`, or None when there are no checks) is out of range."""
+    if extremes is not None:
+        for check, (lowest, highest) in zip(checks, extremes.tolist(), strict=True):
+            check_index_range(check.ins, check.bound, lowest, highest)

@@ -121,11 +121,11 @@ def _conv(ins: Instruction, x, weight, bias) -> torch.Tensor:
     return F.conv1d(x, weight, bias, padding=ins.attrs["padding"], groups=x.shape[1])
 
 
-def _scan(ins: Instruction, u, delta, a, b, c, d_skip, z, delta_bias):
+def _scan(ins: Instruction, u, delta, a, b, c, d_skip, z, delta_bias, h0=None):
     from core.custom_ops import selective_scan_reference
 
     return selective_scan_reference(
-        u, delta, a, b, c, d_skip, z, delta_bias, ins.attrs["delta_softplus"]
+        u, delta, a, b, c, d_skip, z, delta_bias, ins.attrs["delta_softplus"], h0
     )
 
 

@@ -8,7 +8,9 @@ copy their tiles in), `wse.tile_matmul` multiplies each PE's activation slice by
 reads from its own SRAM, `wse.fabric_reduce` adds the partial sums of the PE rows in its region
 in the order of its algorithm, and the Cannon dataflow moves activation blocks as its
 `wse.fabric_shift` says and output blocks one PE up per step. A wrong tile offset, a missing
-partial sum or a wrong shift changes the result.
+partial sum or a wrong shift changes the result. A tiled `wse.attention` runs tile by tile
+and key block by key block with the online-softmax recurrence (`flash_attention`), a chunked
+`wse.selective_scan` chunk by chunk (`chunked_scan`).
 Other ops run the reference kernels on whole tensors; so an embedding or indexing index out of
 range raises `IndexOutOfRangeError` here as in the reference runtime.
 
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from core.custom_ops import selective_scan_step
 from core.errors import SimulationError
 from core.ops import OpTable
 from core.target import Target
@@ -338,6 +341,101 @@ class _Run:
         result = out.movedim(2, 1).reshape(q * mb, -1)[:m, : shape[-1]].reshape(shape)
         return result if bias is None else result + bias
 
+    def _attention(self, ins: Instruction, q, k, v, mask) -> torch.Tensor:
+        if "kv_block" not in ins.attrs:
+            return _tensor(KERNELS["attention"](ins, q, k, v, mask))
+        return flash_attention(
+            ins, q, k, v, mask, ins.attrs["q_block"], ins.attrs["kv_block"], ins.attrs["kv_parts"]
+        )
+
+    def _selective_scan(self, ins: Instruction, u, delta, a, b, c, d_skip, z, delta_bias, h0=None):
+        if "chunk" not in ins.attrs:
+            return KERNELS["selective_scan"](ins, u, delta, a, b, c, d_skip, z, delta_bias, h0)
+        chunk = ins.attrs["chunk"]
+        return chunked_scan(ins, u, delta, a, b, c, d_skip, z, delta_bias, chunk, h0)
+
+
+def chunked_scan(ins: Instruction, u, delta, a, b, c, d_skip, z, delta_bias, chunk: int, h0=None):
+    """`wse.selective_scan` as the placed PEs run it: the sequence `chunk` steps at a time, the
+    fp32 state (from `h0`, else zeros) handed from each chunk to the next (the reference
+    recurrence, step by step)."""
+    h = torch.zeros(*u.shape[:2], a.shape[-1]) if h0 is None else h0.float()
+    ys = []
+    for start in range(0, u.shape[-1], chunk):
+        for t in range(start, min(start + chunk, u.shape[-1])):
+            y, h = selective_scan_step(
+                h,
+                u[:, :, t],
+                delta[:, :, t],
+                a,
+                b[:, :, t],
+                c[:, :, t],
+                d_skip,
+                None if z is None else z[:, :, t],
+                delta_bias,
+                ins.attrs["delta_softplus"],
+            )
+            ys.append(y)
+    return torch.stack(ys, dim=-1).to(u.dtype), h.to(u.dtype)
+
+
+def _visible(ins: Instruction, mask, length: int, keys: int) -> torch.Tensor:
+    """The additive mask (0 or -inf, or the float mask) of every (query, key) pair."""
+    bias = torch.zeros((length, keys))
+    if ins.attrs["is_causal"]:
+        bias = bias.masked_fill(~torch.ones(length, keys, dtype=torch.bool).tril(), -math.inf)
+    if mask is None:
+        return bias
+    if mask.dtype == torch.bool:
+        return bias.masked_fill(~mask, -math.inf)
+    return bias + mask.float()
+
+
+def _merge(a: tuple, b: tuple) -> tuple:
+    """Two partial online-softmax states (max, sum, accumulator) over disjoint keys, as one."""
+    top = torch.maximum(a[0], b[0])
+    safe = torch.where(torch.isfinite(top), top, 0.0)
+    fa, fb = torch.exp(a[0] - safe), torch.exp(b[0] - safe)
+    return top, a[1] * fa + b[1] * fb, a[2] * fa + b[2] * fb
+
+
+def flash_attention(ins: Instruction, q, k, v, mask, q_block, kv_block, kv_parts):
+    """`wse.attention` as the placed tiles compute it: per tile of `q_block` query rows, the keys
+    in `kv_parts` ranges of whole `kv_block` blocks, each range folded block by block with the
+    online-softmax recurrence, the ranges' partial states merged in order; fp32 throughout."""
+    group = q.shape[-3] // k.shape[-3]
+    k, v = (t.repeat_interleave(group, dim=-3).float() for t in (k, v))
+    q = q.float() * ins.attrs["scale"]
+    length, keys = q.shape[-2], k.shape[-2]
+    bias = _visible(ins, mask, length, keys).expand(*q.shape[:-1], keys)
+    blocks = -(-keys // kv_block)
+    per_part = -(-blocks // kv_parts) * kv_block
+    out = torch.empty(*q.shape[:-1], v.shape[-1])
+    for q0 in range(0, length, q_block):
+        rows = slice(q0, q0 + q_block)
+        state = _empty_state(q[..., rows, :], v)
+        for p0 in range(0, keys, per_part):
+            part = _empty_state(q[..., rows, :], v)
+            for k0 in range(p0, min(p0 + per_part, keys), kv_block):
+                cols = slice(k0, min(k0 + kv_block, p0 + per_part))
+                scores = q[..., rows, :] @ k[..., cols, :].transpose(-1, -2) + bias[..., rows, cols]
+                top = scores.amax(-1, keepdim=True)
+                weights = torch.exp(scores - torch.where(torch.isfinite(top), top, 0.0))
+                part = _merge(part, (top, weights.sum(-1, keepdim=True), weights @ v[..., cols, :]))
+            state = _merge(state, part)
+        total = state[1]
+        out[..., rows, :] = state[2] / torch.where(total == 0, 1.0, total)
+    return out.to(ins.result_specs[0].torch_dtype)
+
+
+def _empty_state(q: torch.Tensor, v: torch.Tensor) -> tuple:
+    rows = q.shape[:-1]
+    return (
+        torch.full((*rows, 1), -math.inf),
+        torch.zeros((*rows, 1)),
+        torch.zeros((*rows, v.shape[-1])),
+    )
+
 
 # The ops whose tile-level dataflow this executor follows; every other op runs its reference
 # kernel on whole tensors (the reasons are in `core.ops`).
@@ -347,6 +445,8 @@ HANDLERS: OpTable[Callable[..., torch.Tensor]] = OpTable(
         "weight_tiles": _Run._weight_tiles,
         "tile_matmul": _Run._tile_matmul,
         "fabric_reduce": _Run._fabric_reduce,
+        "attention": _Run._attention,
+        "selective_scan": _Run._selective_scan,
     },
 )
 

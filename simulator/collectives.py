@@ -18,6 +18,7 @@ All-reduce algorithms along a line of L PEs (every column, or every row, at once
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,22 +63,27 @@ class Line:
     def spans(self, forward: bool, first: int, last: int) -> list[LinkSpan]:
         """Links leaving the PEs at positions first..last of every segment, towards higher
         positions (S or E) when `forward`, else lower (N or W); clipped to each segment."""
-        spans = []
-        extent, segment, r = self.extent, self.segment, self.region
-        for start in range(0, extent, segment):
-            end = min(start + segment, extent) - 1
-            lo = start + max(first, 0 if forward else 1)
-            hi = min(start + last, end - 1 if forward else end)
-            if lo > hi:
-                continue
-            if self.axis == "y":
-                rect = Rect(r.x, r.y + lo, r.width, hi - lo + 1)
-                direction = "S" if forward else "N"
-            else:
-                rect = Rect(r.x + lo, r.y, hi - lo + 1, r.height)
-                direction = "E" if forward else "W"
-            spans.append(LinkSpan(direction, rect))
-        return spans
+        return list(_spans(self, forward, first, last))
+
+
+@functools.lru_cache(maxsize=1 << 16)  # kernels ask for the same lines' spans at every step
+def _spans(line: Line, forward: bool, first: int, last: int) -> tuple[LinkSpan, ...]:
+    spans = []
+    extent, segment, r = line.extent, line.segment, line.region
+    for start in range(0, extent, segment):
+        end = min(start + segment, extent) - 1
+        lo = start + max(first, 0 if forward else 1)
+        hi = min(start + last, end - 1 if forward else end)
+        if lo > hi:
+            continue
+        if line.axis == "y":
+            rect = Rect(r.x, r.y + lo, r.width, hi - lo + 1)
+            direction = "S" if forward else "N"
+        else:
+            rect = Rect(r.x + lo, r.y, hi - lo + 1, r.height)
+            direction = "E" if forward else "W"
+        spans.append(LinkSpan(direction, rect))
+    return tuple(spans)
 
 
 def broadcast(

@@ -304,6 +304,51 @@ def attention(
     )
 
 
+def flash_attention(
+    cm: CostModel,
+    tiles: int,
+    q_block: int,
+    keys: int,
+    kv_block: int,
+    head_dim: int,
+    value_dim: int,
+    *,
+    pes: int = 1,
+) -> Cost:
+    """`tiles` tiles of `q_block` query rows over `keys` keys, one tile per PE on `pes` PEs,
+    keys visited `kv_block` at a time: per block the scores (q_block x kv_block dot products of
+    `head_dim`), the online-softmax update (block max, exp, sum; the running max, sum and
+    accumulator rescaled) and p . V into the accumulator. The K/V blocks' moves are fabric tasks
+    of their own."""
+    blocks = _tile(keys, kv_block)
+    per_pe = _tile(tiles, pes)
+    ops = 4 + cm.calibration.exp_ops_per_element
+    overhead = cm.calibration.vector_op_overhead_cycles
+    per_block = (
+        q_block * kv_block * _vector_cycles(cm, head_dim)
+        + q_block * (math.ceil(kv_block * ops / cm.lanes) + 4 * overhead)
+        + q_block * (_vector_cycles(cm, value_dim) + 2 * overhead)
+        + q_block * kv_block * _vector_cycles(cm, value_dim)
+    )
+    b = cm.element_bytes
+    scores = q_block * kv_block
+    per_tile_read = blocks * (
+        (q_block * head_dim + kv_block * (head_dim + value_dim)) * b + 3 * scores * 4
+    )
+    flops = float(tiles * q_block * keys * (2 * head_dim + 2 * value_dim + ops))
+    return _local(
+        cm,
+        "attention",
+        compute_cycles=per_pe * blocks * per_block,
+        read_bytes_pe=per_pe * per_tile_read,
+        write_bytes_pe=per_pe * blocks * (2 * scores + q_block * value_dim) * 4,
+        pes=min(pes, tiles),
+        flops=flops,
+        min_read_bytes=tiles * (q_block * head_dim + keys * (head_dim + value_dim)) * b,
+        min_write_bytes=tiles * q_block * value_dim * b,
+    )
+
+
 def scan(cm: CostModel, length: int, channels: int, state: int, *, parts: int = 1) -> Cost:
     """Selective scan over `length` steps, channels split over `parts` PEs: per step and
     (channel, state) exp(dt*A), h = dA*h + dt*B*u, y += C*h; sequential in time."""

@@ -10,7 +10,9 @@ form in cycles). It holds resources while it runs:
   its start (the serialisation of its wavelets); the rest of its duration (ramps, hops, per-step
   adds) is pipelined latency that holds no link. It may also hold a region: the cores that drive
   a blocking collective;
-- a stream task holds the single external-memory channel (weight streaming) for its duration.
+- a stream task holds the single external-memory channel (weight streaming) for its duration;
+- a link task (a transfer between two wafers of a cluster) holds its `channel`, the sending
+  wafer's I/O, for its duration.
 
 A task is ready when every dependency has ended, and starts at the first cycle, at or after that,
 when all its resources are free. Resources are granted in ready order (first come, first served;
@@ -54,7 +56,7 @@ from core.geometry import Rect
 from simulator.cost import Cost
 
 DIRECTIONS = ("E", "W", "N", "S")
-KINDS = ("compute", "fabric", "stream")
+KINDS = ("compute", "fabric", "stream", "link")
 
 # Event-heap priorities: at one cycle, ends are handled before tasks become ready.
 _END, _READY = 0, 1
@@ -95,10 +97,13 @@ class Task:
     region: Rect | None = None
     links: tuple[LinkSpan, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    channel: str = ""
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"task kind must be one of {KINDS}, got {self.kind!r}")
+        if (self.kind == "link") != bool(self.channel):
+            raise ValueError(f"task {self.name!r}: a link task, and only one, has a channel")
         if self.kind == "compute" and self.region is None:
             raise ValueError(f"compute task {self.name!r} needs a region")
         if self.region is not None:
@@ -160,13 +165,16 @@ class GraphBuilder:
         deps: Sequence[int | None] = (),
         region: Rect | None = None,
         links: Sequence[LinkSpan] = (),
+        channel: str = "",
         **labels: str,
     ) -> int:
         """Append a task; `None` entries in `deps` are skipped (an optional predecessor)."""
         task_deps = tuple(sorted({d for d in deps if d is not None}))
         if task_deps and (task_deps[0] < 0 or task_deps[-1] >= len(self._tasks)):
             raise ValueError(f"task {name!r}: dependencies {task_deps} must be earlier task ids")
-        task = Task(name, kind, cost, task_deps, region, tuple(links), tuple(labels.items()))
+        task = Task(
+            name, kind, cost, task_deps, region, tuple(links), tuple(labels.items()), channel
+        )
         self._tasks.append(task)
         return len(self._tasks) - 1
 
@@ -225,7 +233,8 @@ def simulate(tasks: Sequence[Task]) -> Timeline:
             sequence += 1
     heapq.heapify(heap)
 
-    busy, external = _Reservations(), 0
+    busy = _Reservations()
+    channels: dict[str, int] = {}
     events: list[Event | None] = [None] * len(tasks)
     while heap:
         now, priority, _, i = heapq.heappop(heap)
@@ -240,13 +249,14 @@ def simulate(tasks: Sequence[Task]) -> Timeline:
         region = [_box("R", task.region)] if task.region is not None else []
         links = [_box(s.direction, s.rect) for s in task.links]
         start = busy.free_at(region + links, now)
-        if task.kind == "stream":
-            start = max(start, external)
+        channel = "external" if task.kind == "stream" else task.channel
+        if channel:
+            start = max(start, channels.get(channel, 0))
         end = start + task.cost.cycles
         busy.hold(region, end)
         busy.hold(links, start + task.cost.link_busy_cycles)
-        if task.kind == "stream":
-            external = end
+        if channel:
+            channels[channel] = end
         events[i] = _event(i, task, now, start, end)
         heapq.heappush(heap, (end, _END, sequence, i))
         sequence += 1

@@ -17,20 +17,30 @@ from pathlib import Path
 
 import torch
 
-import compiler
 import models
 from compiler.placement_report import PlacementReport
 from core import dtypes
 from core.arguments import MAX_TOKENS
-from core.errors import ModelSimError, PlacementError, TargetError
-from core.target import Target, load_target
+from core.errors import ModelSimError, TargetError
+from core.target import Target, cluster, load_target
 from runtime.program import Program
 from simulator.cost import Calibration, load_calibration
 from simulator.engine import simulate
+from simulator.placements import Placement, PlacementCache, PlacementKey, place_module
 from simulator.summary import SimResult, summarize
 from simulator.translate import streams_weights, translate
 
 CHUNK_TOKENS = 64
+# A pipelined prefill of at least `CHUNKED_PREFILL_MIN_CHUNKS` chunks of `PREFILL_CHUNK_TOKENS`
+# is placed as its chunk step (activations of one chunk per stage, not of the whole prompt).
+# Measured on wse3 (gpt2-small, mamba-130m): 256-token chunks beat 64 and 1,024 from 8K to 32K
+# tokens; at 1K the whole-prompt placement is faster.
+PREFILL_CHUNK_TOKENS = 256
+CHUNKED_PREFILL_MIN_CHUNKS = 16
+# `auto` pipelines a model that does not fit one wafer on up to this many wafers of the
+# target's kind (unless `wafers` says otherwise) before it falls back to weight streaming.
+DEFAULT_MAX_WAFERS = 16
+WHAT_IF_RESIDENT = "what-if: weights resident (streamed weights counted as already in SRAM)"
 # Tokens in flight at once, batch x (prompt + decode steps): beyond 2**24 the activations of
 # even the smallest registered published model (mamba-130m, ~3 KB per token in fp16) exceed
 # any wafer's SRAM (WSE-3: 44 GB), and shape products stay far inside 64-bit integers.
@@ -54,8 +64,10 @@ def confine(target: str | Target, grid: tuple[int, int] | None) -> Target:
 class SimOptions:
     """What to simulate a model with: the prefill of `seq` tokens for `batch` sequences, then
     `decode_steps` decode steps, in `dtype`, placed in `mode` on `target` (confined to `grid` =
-    (w, h) PEs when given). With `resident_weights` streamed weights count as already in SRAM
-    (WaferLLM's setting)."""
+    (w, h) PEs when given), on up to `wafers` wafers of the target's kind (None: the target's
+    own count; `auto` on one wafer: up to `DEFAULT_MAX_WAFERS`). With `resident_weights`, a
+    labelled what-if, streamed weights count as already in SRAM (WaferLLM's setting). The
+    prefill returns the last position's logits, or every position's with `all_logits`."""
 
     target: str | Target = "wse3"
     seq: int = 128
@@ -66,6 +78,8 @@ class SimOptions:
     grid: tuple[int, int] | None = None
     calibration: Calibration = field(default_factory=load_calibration)
     resident_weights: bool = False
+    wafers: int | None = None
+    all_logits: bool = False
 
     def __post_init__(self):
         if self.dtype not in dtypes.COMPUTE_LABELS:
@@ -87,11 +101,26 @@ class SimOptions:
                 f"{MAX_TOKENS:,} (2**24) that no wafer's SRAM comes near holding; "
                 "simulate fewer tokens"
             )
+        if self.wafers is not None and (
+            isinstance(self.wafers, bool) or not isinstance(self.wafers, int) or self.wafers < 1
+        ):
+            raise ModelSimError(f"wafers must be a whole number >= 1, got {self.wafers!r:.40}")
 
     @property
     def confined_target(self) -> Target:
         """The target, confined to `grid` when given."""
         return confine(self.target, self.grid)
+
+    @property
+    def placement_target(self) -> Target:
+        """What placement may use: up to `wafers` wafers of the (confined) target's kind."""
+        base = load_target(self.target)
+        unit = confine(cluster(base, 1), self.grid)
+        if self.wafers is not None:
+            return cluster(unit, self.wafers)
+        if base.wafers == 1 and self.mode == "auto" and unit.wafer_link_bytes_per_second:
+            return cluster(unit, DEFAULT_MAX_WAFERS)
+        return cluster(unit, base.wafers)
 
     @property
     def cache_tokens(self) -> int:
@@ -104,65 +133,6 @@ class SimOptions:
         return self.seq + self.decode_steps // 2
 
 
-@dataclass(frozen=True)
-class Placement:
-    """A compiled and placed program, its placement report, and the seconds that took."""
-
-    program: Program
-    report: PlacementReport
-    compile_seconds: float
-
-
-@dataclass(frozen=True)
-class PlacementKey:
-    """A registered model's prefill of `seq` tokens, or its decode step at position `seq`, with
-    a `cache`-token KV cache: everything that changes its placement."""
-
-    model: str
-    phase: str
-    seq: int
-    cache: int
-    batch: int
-    target: Target
-    mode: str
-    dtype: str
-
-
-def _place(module: torch.nn.Module, inputs: tuple, target: Target, mode: str) -> Placement:
-    clock = time.perf_counter()
-    placed = compiler.compile(module, inputs, target=target, mode=mode).placed
-    if placed is None:
-        raise ModelSimError(f"compiling for {target.name} placed nothing")
-    return Placement(placed.program, placed.report, time.perf_counter() - clock)
-
-
-class PlacementCache:
-    """Placements of registered models by `PlacementKey`: each is compiled and placed once,
-    on first use."""
-
-    def __init__(self):
-        self._placements: dict[PlacementKey, Placement] = {}
-
-    def place(self, key: PlacementKey) -> Placement:
-        if key not in self._placements:
-            self._placements[key] = self._compile(key)
-        return self._placements[key]
-
-    @staticmethod
-    def _compile(key: PlacementKey) -> Placement:
-        config = models.config(key.model)
-        overrides = {"max_seq_len": key.cache} if hasattr(config, "max_seq_len") else {}
-        torch_dtype = dtypes.by_label(key.dtype).torch
-        model = models.build(key.model, device="meta", dtype=torch_dtype, **overrides)
-        if key.phase == "prefill":
-            inputs = models.example_inputs(key.model, key.batch, key.seq)
-            return _place(model.prefill_module(), inputs, key.target, key.mode)
-        ids = torch.zeros((key.batch, 1), dtype=torch.int64)
-        position = torch.tensor([key.seq], dtype=torch.int64)
-        inputs = (ids, position, *model.init_state(key.batch))
-        return _place(model.decode_module(), inputs, key.target, key.mode)
-
-
 def simulate_placed(
     program: Program,
     target: Target,
@@ -172,10 +142,12 @@ def simulate_placed(
     chunks: int = 1,
     stage_names: Sequence[str] = (),
     resident_weights: bool = False,
+    per_chunk: bool = False,
 ) -> SimResult:
     """Simulate one run of a placed program on `target` (the target it was placed for).
 
-    `chunks` > 1: a pipelined pass over that many pieces of the input (prefill). With
+    `chunks` > 1: a pipelined pass over that many pieces of the input (prefill); `per_chunk`:
+    the program is one such piece (a chunk step), else the whole input. With
     `resident_weights` streamed weights count as already in SRAM (no external traffic).
     """
     if dtype not in dtypes.COMPUTE_LABELS:
@@ -196,6 +168,7 @@ def simulate_placed(
         streaming=streams_weights(program),
         chunks=chunks,
         stage_names=stage_names,
+        per_chunk=per_chunk,
     )
 
 
@@ -260,6 +233,7 @@ def _phase(
     context_tokens: int,
     chunks: int,
     notes: tuple[str, ...],
+    per_chunk: bool = False,
 ) -> Phase:
     """Simulate a placed phase and time it."""
     clock = time.perf_counter()
@@ -271,7 +245,10 @@ def _phase(
         chunks=chunks,
         stage_names=[layer.name for layer in placement.report.layers],
         resident_weights=options.resident_weights,
+        per_chunk=per_chunk,
     )
+    if options.resident_weights and sim.mode == "streaming":
+        notes = (WHAT_IF_RESIDENT, *notes)
     return Phase(
         name=name,
         tokens=tokens,
@@ -289,17 +266,54 @@ def _has_kv_cache(model: str) -> bool:
     return hasattr(models.config(model), "max_seq_len")
 
 
+def prefill_chunk_tokens(options: SimOptions) -> int:
+    """Tokens per chunk when the prefill is placed as its chunk step, 0 when placed whole:
+    whole for prompts under `CHUNKED_PREFILL_MIN_CHUNKS` chunks, in streaming mode and with
+    `all_logits`."""
+    short = options.seq < CHUNKED_PREFILL_MIN_CHUNKS * PREFILL_CHUNK_TOKENS
+    whole = options.mode == "streaming" or options.all_logits or short
+    return 0 if whole else PREFILL_CHUNK_TOKENS
+
+
+def prefill_key(model: str, options: SimOptions) -> PlacementKey:
+    """The placement of registered model `model`'s prefill under `options`."""
+    cache = options.cache_tokens if _has_kv_cache(model) else 0
+    return PlacementKey(
+        model, "prefill", options.seq, cache, options.batch, options.placement_target,
+        options.mode, options.dtype, options.all_logits, prefill_chunk_tokens(options),
+    )  # fmt: skip
+
+
+def decode_key(model: str, options: SimOptions) -> PlacementKey:
+    """The placement of registered model `model`'s decode step under `options`: without a KV
+    cache the same at every position."""
+    has_cache = _has_kv_cache(model)
+    return PlacementKey(
+        model,
+        "decode",
+        options.decode_position if has_cache else 0,
+        options.cache_tokens if has_cache else 0,
+        options.batch,
+        options.placement_target,
+        options.mode,
+        options.dtype,
+    )
+
+
 def simulate_prefill(model: str, options: SimOptions, placements: PlacementCache) -> Phase:
     """Registered model `model`: the prefill of `options.seq` tokens, with a KV cache of
     `options.cache_tokens` tokens in SRAM. A pipelined prefill runs over
     min(stages, seq / CHUNK_TOKENS) chunks of the prompt."""
-    seq, target = options.seq, options.confined_target
-    cache = options.cache_tokens if _has_kv_cache(model) else 0
-    key = PlacementKey(
-        model, "prefill", seq, cache, options.batch, target, options.mode, options.dtype
-    )
+    seq = options.seq
+    key = prefill_key(model, options)
+    if key.chunk:
+        placement = placements.place(key)
+        if placement.report.mode == "pipelined":
+            return _chunked_prefill(placement, options, key, placements)
+        key = replace(key, chunk=0)  # `auto` streams even the chunk step: stream it whole
     placement = placements.place(key)
     report = placement.report
+    target = report.target
     chunks = 1
     if report.mode == "streaming":
         note = (
@@ -328,6 +342,47 @@ def simulate_prefill(model: str, options: SimOptions, placements: PlacementCache
     )
 
 
+def _chunked_prefill(
+    placement: Placement, options: SimOptions, key: PlacementKey, placements: PlacementCache
+) -> Phase:
+    """A pipelined prefill placed per chunk: ceil(seq / chunk) chunk steps flow through the
+    stages, one pass to fill, then one per slowest stage's chunk time. The fit is the chunk
+    step's with the whole cache (the last chunk's); its time is that of the chunk at the middle
+    of the prompt, compiled with the cache slots it reads: attention's cost grows linearly with
+    the position, so the middle chunk's is the mean."""
+    chunks = -(-options.seq // key.chunk)
+    timed, target = placement, placement.report.target
+    if key.cache:
+        middle = placements.place(
+            replace(key, cache=key.seq // 2 // key.chunk * key.chunk + key.chunk)
+        )
+        seconds = placement.compile_seconds + middle.compile_seconds
+        timed, target = Placement(middle.program, placement.report, seconds), middle.report.target
+    state = f"the whole {key.cache}-slot KV cache" if key.cache else "the recurrent state"
+    timing = (
+        "timed at the middle chunk (attention grows linearly with position)"
+        if key.cache
+        else "every chunk costs the same"
+    )
+    note = (
+        f"pipelined, placed per chunk: the chunk step of {key.chunk} tokens with {state} as "
+        f"input; {chunks} chunks through {len(placement.report.layers)} stages (one pass, then "
+        f"the slowest stage's chunk time per further chunk); {timing}"
+    )
+    return _phase(
+        "prefill",
+        timed,
+        options,
+        target,
+        tokens=options.batch * options.seq,
+        steps=1,
+        context_tokens=options.seq,
+        chunks=chunks,
+        notes=(note, placement.report.mode_reason),
+        per_chunk=True,
+    )
+
+
 def simulate_decode(model: str, options: SimOptions, placements: PlacementCache) -> Phase:
     """Registered model `model`: one decode step at `options.decode_position`, standing for
     `options.decode_steps` steps (at least one), with a KV cache of `options.cache_tokens`
@@ -335,18 +390,7 @@ def simulate_decode(model: str, options: SimOptions, placements: PlacementCache)
     placed once for all of them."""
     cache, steps = options.cache_tokens, max(options.decode_steps, 1)
     has_cache = _has_kv_cache(model)
-    position = options.decode_position if has_cache else 0
-    key = PlacementKey(
-        model,
-        "decode",
-        position,
-        cache if has_cache else 0,
-        options.batch,
-        options.confined_target,
-        options.mode,
-        options.dtype,
-    )
-    placement = placements.place(key)
+    placement = placements.place(decode_key(model, options))
     state = (
         f"KV cache of {cache} slots in SRAM, read whole (masked) every step"
         if has_cache
@@ -359,7 +403,7 @@ def simulate_decode(model: str, options: SimOptions, placements: PlacementCache)
         "decode",
         placement,
         options,
-        key.target,
+        placement.report.target,
         tokens=options.batch,
         steps=steps,
         context_tokens=cache,
@@ -417,11 +461,11 @@ def simulate_model(
     The KV cache (or Mamba state) stays in SRAM and holds `seq + decode_steps` tokens; the
     decode program is compiled once, for the token at position `seq + decode_steps // 2`, and
     every step costs the same (it reads the whole cache, masked)."""
-    target = options.confined_target
     if not isinstance(model, str):
         module, inputs = model
         progress("compile, place and simulate the module")
-        placement = _place(module, inputs, target, options.mode)
+        placement = place_module(module, inputs, options.placement_target, options.mode)
+        target = placement.report.target
         tokens = math.prod(inputs[0].shape) if inputs and hasattr(inputs[0], "shape") else 1
         note = "custom module: only its prefill (one forward pass on the factory's inputs)"
         phase = _phase(
@@ -437,55 +481,13 @@ def simulate_model(
         )
         name = type(module).__name__
         return ModelSim(name, target, options.dtype, options.batch, tokens, phase, None, (note,))
+    decode_keys = [decode_key(model, options)] if options.decode_steps else []
+    placements.prefetch([prefill_key(model, options), *decode_keys])
     progress(f"{model}: prefill of {options.seq} tokens")
     prefill = simulate_prefill(model, options, placements)
     decode = None
     if options.decode_steps:
         progress(f"{model}: decode at {options.decode_position} tokens")
         decode = simulate_decode(model, options, placements)
+    target = prefill.report.target
     return ModelSim(model, target, options.dtype, options.batch, options.seq, prefill, decode, ())
-
-
-def family(model: str) -> str:
-    """A registered model's architecture family ("transformer", "mamba", "hybrid", ...)."""
-    kind = type(models.config(model)).__name__.removesuffix("Config").lower()
-    return {"gpt2": "transformer", "llama": "transformer"}.get(kind, kind)
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One (model, context length) point of a sweep: the prefill of `seq` tokens and one
-    decode step after it, None for a phase that fits no placement (a note says so)."""
-
-    model: str
-    family: str
-    seq: int
-    prefill: Phase | None
-    decode: Phase | None
-    notes: tuple[str, ...]
-
-
-def sweep_point(
-    model: str,
-    options: SimOptions,
-    placements: PlacementCache,
-    progress: Callable[[str], None] = lambda step: None,
-) -> SweepPoint:
-    """`options` with one decode step (a KV cache of seq + 1 tokens), phase by phase."""
-    options = replace(options, decode_steps=1)
-    phases: dict[str, Phase | None] = {}
-    notes: list[str] = []
-    for name, run in (("prefill", simulate_prefill), ("decode", simulate_decode)):
-        progress(f"{model}: {name} at {options.seq:,} tokens")
-        try:
-            phase = run(model, options, placements)
-        except PlacementError as exc:
-            phases[name] = None
-            notes.append(f"{name} does not fit: {' '.join(str(exc).split()[:18])} ...")
-            continue
-        phases[name] = phase
-        if phase.sim.mode == "streaming" and options.mode == "auto":
-            notes.append(f"{name} falls back to streaming (pipelined does not fit)")
-    return SweepPoint(
-        model, family(model), options.seq, phases["prefill"], phases["decode"], tuple(notes)
-    )

@@ -17,7 +17,8 @@ from core.target import Target
 from simulator.cost import CALIBRATION_PATH, Calibration
 from simulator.coverage import OpCoverage
 from simulator.kernels import KernelResult
-from simulator.phases import ModelSim, Phase, SimOptions, SweepPoint
+from simulator.phases import WHAT_IF_RESIDENT, ModelSim, Phase, SimOptions
+from simulator.sweep_points import SweepPoint
 
 
 def calibration_constants(calibration: Calibration) -> dict:
@@ -76,6 +77,10 @@ def phase_report(phase: Phase | None) -> dict | None:
         "context_tokens": phase.context_tokens,
         "mode": sim.mode,
         "mode_reason": phase.report.mode_reason,
+        "deployment": phase.report.deployment,
+        "wafers": sim.target.wafers,
+        "wafer_links": dataclasses.asdict(sim.wafer_links),
+        "what_if": what_if(phase),
         "fits": phase.report.fits,
         "sram_bytes_per_pe_max": phase.report.sram_bytes_per_pe_max,
         "chunks": sim.chunks,
@@ -97,6 +102,11 @@ def phase_report(phase: Phase | None) -> dict | None:
     }
 
 
+def what_if(phase: Phase | None) -> str | None:
+    """The what-if a phase's figures assume, None when they assume none."""
+    return WHAT_IF_RESIDENT if phase is not None and WHAT_IF_RESIDENT in phase.notes else None
+
+
 def run_report(result: ModelSim, calibration: Calibration) -> dict:
     """The `--json` object of `wafersim run`: the prefill placement report extended with the
     simulation of both phases."""
@@ -112,6 +122,7 @@ def run_report(result: ModelSim, calibration: Calibration) -> dict:
         utilization=result.prefill.sim.utilization,
         prefill=phase_report(result.prefill),
         decode=phase_report(result.decode),
+        what_if=what_if(result.prefill) or what_if(result.decode),
         calibration=calibration_summary(calibration),
         notes=list(result.notes),
     )
@@ -127,6 +138,7 @@ def brief_report(phase: Phase | None) -> dict | None:
         "seconds": phase.seconds,
         "tokens_per_second": phase.tokens_per_second,
         "mode": phase.sim.mode,
+        "wafers": phase.sim.target.wafers,
         "utilization": phase.sim.utilization,
     }
 
@@ -139,6 +151,11 @@ def sweep_row(point: SweepPoint) -> dict:
         "notes": list(point.notes),
         "prefill": brief_report(point.prefill),
         "decode": brief_report(point.decode),
+        "state_bytes": point.state_bytes,
+        "wafer_sram_bytes": point.wafer_sram_bytes,
+        "state_outgrows_wafer": point.state_outgrows_wafer,
+        "fits": point.fits,
+        "wafers_used": point.wafers,
     }
 
 
@@ -158,7 +175,9 @@ def target_report(target: Target) -> dict:
     """One preset of `wafersim targets`."""
     return {
         "name": target.name,
-        "grid": [target.grid_width_pes, target.grid_height_pes],
+        "grid": [target.grid_width_pes, target.wafer_height_pes],
+        "wafers": target.wafers,
+        "wafer_link_bytes_per_second": target.wafer_link_bytes_per_second,
         "pes": target.num_pes,
         "sram_bytes_per_pe": target.sram_bytes_per_pe,
         "clock_hz": target.clock_hz,

@@ -50,6 +50,25 @@ class OpClassTime:
 
 
 @dataclass(frozen=True)
+class WaferLinks:
+    """Transfers between the wafers of a cluster: how many, their bytes, and their summed
+    cycles (each: the links' latency plus its bytes at their bandwidth)."""
+
+    transfers: int
+    bytes: int
+    cycles: int
+
+    @staticmethod
+    def of(events: Sequence[Event]) -> WaferLinks:
+        links = [e for e in events if e.kind == "link"]
+        return WaferLinks(
+            len(links),
+            sum(int(e.label("bytes", "0")) for e in links),
+            sum(e.duration_cycles for e in links),
+        )
+
+
+@dataclass(frozen=True)
 class SimResult:
     """One placed program simulated: `cycles` is the pass (pipelined over `chunks` when > 1),
     `makespan_cycles` the single pass through the task graph."""
@@ -67,6 +86,7 @@ class SimResult:
     op_classes: tuple[OpClassTime, ...]
     busiest_links: tuple[LinkLoad, ...]
     events: tuple[Event, ...] = field(repr=False)
+    wafer_links: WaferLinks = field(default_factory=lambda: WaferLinks(0, 0, 0))
 
     @property
     def seconds(self) -> float:
@@ -145,13 +165,17 @@ def summarize(
     streaming: bool,
     chunks: int = 1,
     stage_names: Sequence[str] = (),
+    per_chunk: bool = False,
 ) -> SimResult:
     """The `SimResult` of one simulated pass: per-stage and per-op-class times, the pipelined
-    cycles over `chunks` pieces, the bubble, the critical-path breakdown, the busiest links."""
+    cycles over `chunks` pieces, the bubble, the critical-path breakdown, the busiest links.
+    `per_chunk`: the pass is one chunk (a chunked prefill's chunk step), not the whole input."""
     events, makespan = timeline.events, timeline.makespan_cycles
     layers, classes = layer_and_op_times(events, stage_names)
     slowest = max((layer.busy_cycles for layer in layers), default=makespan)
     cycles = makespan if chunks == 1 else round((makespan + (chunks - 1) * slowest) / chunks)
+    if per_chunk:
+        cycles = makespan + (chunks - 1) * slowest
     if streaming:
         working = _union_cycles([e for e in events if e.kind != "stream"])
         bubble = 1 - working / max(makespan, 1)
@@ -165,7 +189,7 @@ def summarize(
         chunks=chunks,
         makespan_cycles=makespan,
         cycles=cycles,
-        flops=sum(e.flops for e in events if e.kind == "compute"),
+        flops=sum(e.flops for e in events if e.kind == "compute") * (chunks if per_chunk else 1),
         bubble_fraction=max(0.0, bubble),
         breakdown=breakdown(events),
         layers=layers,
@@ -174,4 +198,5 @@ def summarize(
             events, target.grid_width_pes, target.grid_height_pes, makespan
         ),
         events=events,
+        wafer_links=WaferLinks.of(events),
     )

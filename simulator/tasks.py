@@ -172,6 +172,7 @@ class Translation:
         self.readers: dict[int, list[int]] = defaultdict(list)
         self.streamed: list[int] = []
         self.moves: dict[tuple[int, Rect], Frontier] = {}
+        self.landed: dict[tuple[int, int], Value] = {}  # (value, wafer): its first arrival
         self.stage_tasks: dict[int, list[int]] = defaultdict(list)
         self.fusable: dict[int, Rect] = {}
         self.stage = 0

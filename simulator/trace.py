@@ -9,7 +9,7 @@ import numpy as np
 
 from simulator.engine import DIRECTIONS, Event
 
-_COMM_KINDS = ("fabric", "stream")
+_COMM_KINDS = ("fabric", "stream", "link")
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,8 @@ def chrome_trace(events: Sequence[Event], clock_hz: float, name: str = "wafersim
             pids[process] = len(pids) + 1
         pid = pids[process]
         lane = f"{e.kind} {e.region}" if e.region is not None else f"{e.kind} links"
+        if e.kind == "link":
+            lane = f"wafer link {e.label('wafer_link')}"
         if (pid, lane) not in tids:
             lanes_per_pid[pid] = tids[pid, lane] = lanes_per_pid.get(pid, 0) + 1
         tid = tids[pid, lane]

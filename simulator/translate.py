@@ -21,6 +21,9 @@ registered in `TRANSLATE`:
 - `fabric_stream`, and a read of an activation held by other PEs, become `cost.transfer` over
   the hops between the centres (the stream's own `hops`), the bytes split over as many parallel
   routes as the longer sides of the two rectangles allow;
+- a `fabric_stream` between two wafers of a cluster becomes a "link" task: the links' latency
+  plus the bytes at their bandwidth, holding the sending wafer's I/O (`wafer_link_cost`); a
+  value crosses to each wafer once, and later readers there take it from where it landed;
 - `weight_tiles` with home "external" become stream tasks on the external channel with two
   weight buffers: weight j streams once the readers of weight j-2 are done, so the next layer
   streams in while the current one computes; in streaming mode a layer's tasks without inputs
@@ -34,6 +37,7 @@ Labels `op`, `node`, `location` and `layer` (the stage) are on every task.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from core.errors import ModelSimError
@@ -196,7 +200,10 @@ def _matmul(t: Translation, op: PlacedOp) -> Value:
 
 @TRANSLATE("attention")
 def _attention(t: Translation, op: PlacedOp) -> Value:
-    """Scores as a matmul, the softmax where they landed, then p . V as a second matmul."""
+    """Tiled (`kv_block`): `_flash_attention`. Untiled: scores as a matmul, the softmax where
+    they landed, then p . V as a second matmul."""
+    if "kv_block" in op.ins.attrs:
+        return _flash_attention(t, op)
     q, k, v = (t.specs[op.arg(i)].shape for i in range(3))
     rows, keys = size_of(q[:-1]), k[-2]
     heads = size_of(q[:-2])
@@ -215,6 +222,30 @@ def _attention(t: Translation, op: PlacedOp) -> Value:
         front = t.allreduce(cm, used, per_row, ceil_div(rows, groups), front, stat, op.labels)
     shape = MatmulShape(heads, q[-2], keys, v[-1], True, True)
     return t.matmul_tasks(op, shape, (front, op.arg(2)))
+
+
+def _flash_attention(t: Translation, op: PlacedOp) -> Value:
+    """Flash-style tiles over the region (several per PE in turn when there are more tiles than
+    PEs): the block loop on each (`cost`), the K/V blocks multicast to the query tiles of each
+    head as they are consumed (alongside, once per tile a PE runs), then the `kv_parts` partial
+    (max, sum, accumulator) of each tile all-reduced."""
+    q, k, v = (t.specs[op.arg(i)].shape for i in range(3))
+    attrs, region = op.ins.attrs, op.region
+    q_block, parts = attrs["q_block"], attrs["kv_parts"]
+    per_head = ceil_div(q[-2], q_block)
+    tiles = size_of(q[:-2]) * per_head * parts
+    keys, cm = ceil_div(k[-2], parts), t.cm(t.specs[op.arg(0)])
+    pes = min(tiles, region.num_pes)
+    c = cost.flash_attention(cm, tiles, q_block, keys, attrs["kv_block"], q[-1], v[-1], pes=pes)
+    deps = t.deps(op.ins, region, op.labels)
+    front = t.compute(op, region, c, pes, deps).frontier
+    used = pe_block(region, pes)
+    if per_head > 1:
+        nbytes = ceil_div(tiles, pes) * keys * (k[-1] + v[-1]) * cm.element_bytes
+        front += t.spread(cm, used, per_head, nbytes, deps, "kv_blocks", op.labels)
+    if parts > 1:
+        front = t.allreduce(cm, used, parts, q_block * (2 + v[-1]), front, "merge", op.labels)
+    return Value(front, region, 0, "act")
 
 
 @TRANSLATE("selective_scan")
@@ -288,8 +319,45 @@ def _fabric_stream(t: Translation, op: PlacedOp) -> Value:
     source = t.values[op.arg(0)]
     src = Rect(*ins.attrs["src_region"])
     moving = Value(source.frontier, source.where or src, spec_bytes(op.out), "act")
-    front = t.move(moving, region, ins.attrs["hops"], ins.node or "stream", op.labels)
+    target = t.cms[t.dtype].target
+    sender, receiver = target.wafer_of(src.y), target.wafer_of(region.y)
+    hops = ins.attrs["hops"]
+    if sender != receiver:
+        key = (op.arg(0), receiver)
+        if key not in t.landed:
+            t.landed[key] = _wafer_link(t, op, moving, sender, receiver)
+            return t.landed[key]
+        first = t.landed[key]  # already on this wafer: on from where it landed
+        moving, hops = Value(first.frontier, first.where, moving.nbytes, "act"), 0
+    front = t.move(moving, region, hops, ins.node or "stream", op.labels)
     return Value(front, region, 0, "act")
+
+
+def wafer_link_cost(target: Target, calibration: Calibration, nbytes: int) -> cost.Cost:
+    """`nbytes` from one wafer of a cluster to another over the links: their latency, then the
+    bytes at their bandwidth (converted to the target's clock)."""
+    clock = target.clock_hz
+    serial = nbytes * clock / target.wafer_link_bytes_per_second
+    latency = target.wafer_link_latency_seconds * clock
+    return cost.Cost(
+        "wafer_link",
+        calibration.task_start_cycles + math.ceil(latency + serial),
+        latency + serial,
+    )
+
+
+def _wafer_link(t: Translation, op: PlacedOp, moving: Value, sender: int, receiver: int) -> Value:
+    """A value crossing wafers: from its PEs to the sending wafer's I/O edge, over the link
+    (holding the sender's I/O), and onto the receiving stage's region."""
+    nbytes = max(1, moving.nbytes)
+    cm = t.cms[t.dtype]
+    c = wafer_link_cost(cm.target, cm.calibration, nbytes)
+    labels = dict(op.labels, wafer_link=f"{sender}->{receiver}", bytes=str(nbytes))
+    labels["value"] = str(op.arg(0))
+    name = f"{op.labels['op']}:{op.ins.node or 'stream'}.wafer_link"
+    task = t.b.add(name, "link", c, moving.frontier, channel=f"wafer {sender} out", **labels)
+    t.stage_tasks[t.stage].append(task)
+    return Value((task,), op.region, 0, "act")
 
 
 @TRANSLATE("fabric_broadcast")

@@ -45,9 +45,14 @@ def _num_mamba_layers(model: models.CausalLM) -> int:
 def test_prefill_matches_forward(name):
     model = _model(name)
     ids = _ids(name)
-    logits, *state = model.prefill_module()(ids)
+    logits, *state = model.prefill_module(all_logits=True)(ids)
     assert logits.shape == (2, 12, models.config(name).vocab_size)
     torch.testing.assert_close(logits, model(ids), rtol=0, atol=0)
+    last, *last_state = model.prefill_module()(ids)
+    assert last.shape == (2, 1, models.config(name).vocab_size)
+    torch.testing.assert_close(last, logits[:, -1:], rtol=0, atol=1e-6)
+    for a, b in zip(last_state, state, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
     init = model.init_state(2)
     assert [(s.shape, s.dtype) for s in state] == [(s.shape, s.dtype) for s in init]
     assert all(not s.any() for s in init)
@@ -69,7 +74,7 @@ def test_decode_reproduces_full_sequence(name):
     for a, b in zip(state, prefill_state, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     # Prefill half the sequence, decode the rest.
-    logits, *state = model.prefill_module()(ids[:, :5])
+    logits, *state = model.prefill_module(all_logits=True)(ids[:, :5])
     torch.testing.assert_close(logits, full[:, :5], rtol=0, atol=1e-4)
     for t in range(5, ids.shape[1]):
         logits, *state = decode(ids[:, t : t + 1], _pos(t), *state)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 import compiler
-from core.target import PRESET_DIR, load_target, presets
+from core.target import PRESET_DIR, cluster, load_target, presets
 
 
 def test_presets_load_with_sources():
@@ -102,3 +102,84 @@ def test_unreadable_target_files(tmp_path):
         load_target(tmp_path / "digits.json")
     with pytest.raises(compiler.TargetError, match="unknown target"):
         load_target(tmp_path)
+
+
+def test_cluster_presets_and_names_stack_wafers_with_sourced_links():
+    wse3, quad = load_target("wse3"), load_target("wse3x4")
+    assert (quad.wafers, quad.unit_name, quad.wafer_height_pes) == (4, "wse3", 1170)
+    assert quad.grid_height_pes == 4 * 1170 and quad.num_pes == 4 * wse3.num_pes
+    assert quad.peak_flops(16) == pytest.approx(4 * 15.5e15, rel=0.03)
+    assert quad.wafer_link_bytes_per_second == 150e9  # 1.2 Tb/s = 12 x 100 GbE
+    assert "12 x 100 GbE" in quad.source("wafer_link_bytes_per_second")
+    assert "unconfirmed" in quad.source("wafer_link_latency_seconds")
+    assert "70B on 4 CS-3" in quad.source("wafers")
+    assert (quad.wafer_of(0), quad.wafer_of(1169), quad.wafer_of(1170), quad.wafer_of(4679)) == (
+        0,
+        0,
+        1,
+        3,
+    )
+    three = load_target("wse3x3")  # any count of a preset, by name
+    assert (three.name, three.wafers, three.grid_height_pes) == ("wse3x3", 3, 3510)
+    assert load_target(three) == three
+    assert load_target("wse2x4").unit_name == "wse2"
+    assert load_target("mesh-8x8x2").grid_height_pes == 16
+
+
+def _cluster_file(tmp_path, **changes):
+    data = json.loads((PRESET_DIR / "wse3.json").read_text())
+    data.update(name="my-cluster", wafers={"value": 2, "source": "test"})
+    for key, value in changes.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_cluster_file_of_its_own_wafers_loads(tmp_path):
+    target = load_target(_cluster_file(tmp_path))
+    assert (target.name, target.wafers, target.grid_height_pes) == ("my-cluster", 2, 2340)
+    preset = tmp_path / "of.json"
+    preset.write_text(json.dumps({"cluster_of": "wse2", "wafers": 3}))
+    assert load_target(preset).num_pes == 3 * load_target("wse2").num_pes
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"links": None}, "a cluster of 2 wafers needs 'links'"),
+        ({"links": {"bytes_per_second": 1e9}}, "'links' misses 'latency_seconds'"),
+        (
+            {"links": {"bytes_per_second": -1, "latency_seconds": 0}},
+            "links 'bytes_per_second' is -1, outside",
+        ),
+        ({"links": {"bytes_per_second": "fast", "latency_seconds": 0}}, "must be a finite"),
+        ({"wafers": 0}, "'wafers' must be a whole number from 1 to 32, got 0"),
+        ({"wafers": -3}, "got -3"),
+        ({"wafers": 33}, "got 33"),
+        ({"wafers": 2.5}, "got 2.5"),
+        ({"cluster_of": "../etc/passwd"}, "'cluster_of' must name a preset"),
+    ],
+)
+def test_bad_cluster_files_name_what_is_wrong(tmp_path, change, message):
+    with pytest.raises(compiler.TargetError) as info:
+        load_target(_cluster_file(tmp_path, **change))
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["wse3x0", "wse3x33"])
+def test_cluster_names_out_of_range_are_refused(name):
+    with pytest.raises(compiler.TargetError, match="a cluster has 1 to 32 wafers"):
+        load_target(name)
+
+
+def test_a_target_without_links_forms_no_cluster(tmp_path):
+    data = json.loads((PRESET_DIR / "wse3.json").read_text())
+    del data["links"]
+    path = tmp_path / "lonely.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(compiler.TargetError, match="gives no links between wafers"):
+        cluster(load_target(path), 2)

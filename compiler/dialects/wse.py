@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from torch_mlir import ir
 from torch_mlir.dialects import ext
+from torch_mlir.dialects._ods_common import _cext
 
 Tensor = ext.Operand[ir.RankedTensorType]
 TensorResult = ext.Result[ir.RankedTensorType]
@@ -24,6 +25,12 @@ TensorResult = ext.Result[ir.RankedTensorType]
 
 class Wse(ext.Dialect, name="wse"):
     """Wafer-scale engine dialect."""
+
+
+# Wrapping a `wse` op in Python first imports the dialect's module, `<prefix>.wse`; with only
+# `torch_mlir.dialects` to search that import fails, uncached, for every op (~20 us each).
+if "compiler.dialects" not in _cext.globals.dialect_search_modules:
+    _cext.globals.append_dialect_search_prefix("compiler.dialects")
 
 
 # ---------------------------------------------------------------------------- verification
@@ -379,6 +386,12 @@ class AttentionOp(Wse.Operation, name="attention"):
 
     `%o = "wse.attention"(%q, %k, %v) {is_causal = true, scale = 0.25 : f64, ...}
         : (tensor<1x4x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>) -> tensor<1x4x8x16xf32>`
+
+    Placed, it is tiled flash-style (`tile-attention`): `q_block` query rows per PE tile,
+    keys visited `kv_block` at a time with the online-softmax recurrence (running max, sum and
+    output accumulator; the scores are never whole), the keys of a tile split over `kv_parts`
+    PEs whose partial results merge. The three come together: 1 <= q_block <= L,
+    1 <= kv_block <= S, 1 <= kv_parts <= ceil(S / kv_block).
     """
 
     query: Tensor
@@ -401,7 +414,27 @@ class AttentionOp(Wse.Operation, name="attention"):
             k[-2],
         ):
             return _fail(self, "mask must broadcast to (..., L, S)")
+        return _verify_attention_tiling(self, q[-2], k[-2])
+
+
+ATTENTION_TILING = ("q_block", "kv_block", "kv_parts")
+
+
+def _verify_attention_tiling(op, length: int, keys: int) -> bool:
+    """`q_block`, `kv_block` and `kv_parts` of a tiled `wse.attention`: all or none, in range."""
+    given = [name for name in ATTENTION_TILING if name in op.attributes]
+    if not given:
         return True
+    if len(given) != len(ATTENTION_TILING):
+        return _fail(op, f"attention tiling needs all of {ATTENTION_TILING}, got {given}")
+    q_block, kv_block, kv_parts = (
+        ir.IntegerAttr(op.attributes[name]).value for name in ATTENTION_TILING
+    )
+    if not (1 <= q_block <= length and 1 <= kv_block <= keys):
+        return _fail(op, f"need 1 <= q_block <= {length} and 1 <= kv_block <= {keys}")
+    if not 1 <= kv_parts <= -(-keys // kv_block):
+        return _fail(op, "kv_parts must be between 1 and the number of key blocks")
+    return True
 
 
 # ---------------------------------------------------------------------------- reductions
@@ -672,11 +705,13 @@ class SelectiveScanOp(Wse.Operation, name="selective_scan"):
     """Mamba's selective scan over time, one op per layer.
 
     Operands (mamba_ssm's naming in lower case): u, delta, z: (B, D, L); a: (D, N);
-    b, c: (B, N, L); d_skip, delta_bias: (D,).
-    `delta' = softplus?(delta + delta_bias)`; `h_t = exp(delta'_t a) h_{t-1} + delta'_t b_t u_t`;
+    b, c: (B, N, L); d_skip, delta_bias: (D,); h0: (B, D, N), the state before the first step
+    (zeros when absent). `delta' = softplus?(delta + delta_bias)`;
+    `h_t = exp(delta'_t a) h_{t-1} + delta'_t b_t u_t`;
     `y_t = <h_t, c_t> + d_skip u_t`, times `silu(z)` when z is given. Results: y (B, D, L) and
     the final state h_L (B, D, N). The channel dim D partitions across PEs with no traffic but
-    the broadcast of B_t and C_t.
+    the broadcast of B_t and C_t. Placed (`chunk-scan`), the sequence runs `chunk` steps at a
+    time, 1 <= chunk <= L, the state carried from chunk to chunk.
     """
 
     u: Tensor
@@ -687,6 +722,7 @@ class SelectiveScanOp(Wse.Operation, name="selective_scan"):
     d_skip: Tensor | None
     z: Tensor | None
     delta_bias: Tensor | None
+    h0: Tensor | None
     delta_softplus: ir.IntegerAttr
     y: TensorResult
     last_state: TensorResult
@@ -700,6 +736,10 @@ class SelectiveScanOp(Wse.Operation, name="selective_scan"):
             return _fail(self, "b and c must be (B, N, L)")
         if _shape(self.y) != (b, d, length) or _shape(self.last_state) != (b, d, n):
             return _fail(self, "results must be y (B, D, L) and last_state (B, D, N)")
+        if self.h0 is not None and _shape(self.h0) != (b, d, n):
+            return _fail(self, "h0 must be (B, D, N)")
+        if "chunk" in self.attributes and not 1 <= _int(self, "chunk") <= length:
+            return _fail(self, f"chunk must be between 1 and the sequence length {length}")
         return True
 
 
@@ -709,7 +749,8 @@ class SelectiveScanOp(Wse.Operation, name="selective_scan"):
 # the discardable attributes `stage` (i64: the pipeline stage, one model layer), `region`
 # ([x, y, w, h]: the rectangle of PEs the op runs on; x is the column, y the row, from the top
 # left) and, for ops whose result occupies SRAM, `sram` ([offset, bytes_per_pe]: the byte range
-# of the result on every PE of `region`). `wse.param` stays a name: its `wse.weight_tiles`
+# of the result on every PE of `region`; `scratch`, same form: a working set held only while the
+# op runs, as a tiled attention's). `wse.param` stays a name: its `wse.weight_tiles`
 # users are where the weight lives. The communication ops below are value-preserving or
 # reducing, so a placed module still computes the model.
 
@@ -852,7 +893,7 @@ class FabricShiftOp(Wse.Operation, name="fabric_shift"):
     the same K slice. Before the first step, row r (axis "row"; column r for "col") rotates by
     `skew * r` PEs towards index 0; after each of the consumer's `steps` multiply-accumulate
     steps every block moves `step` PEs the same way. The consumer is a `wse.tile_matmul` with
-    dataflow "cannon".
+    dataflow "cannon". With `rows_per_pass`, blocks move that many of their M rows at a time.
     """
 
     input: Tensor
@@ -887,7 +928,10 @@ class TileMatmulOp(Wse.Operation, name="tile_matmul"):
     block it holds by its tile into the output block it holds, then output blocks move one PE
     towards row 0 (column shift) while activation blocks move as their shift says; after q
     steps output block (i, j) (M slice i, N slice j) is on PE (x + j, y + (i - j) mod q).
-    `rows_per_pass` rows of M are processed at a time (Cannon: the rows of one block).
+    `rows_per_pass` rows of M are processed at a time (Cannon: the rows of a block, or part
+    of them per pass); with
+    `cols_per_pass` (broadcast), a PE makes and sends its partial sums that many columns at a
+    time.
     """
 
     lhs: Tensor

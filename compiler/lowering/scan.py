@@ -14,12 +14,14 @@ from compiler.mlir import bool_attr
 
 @register(torch.ops.wafer.selective_scan.default)
 def _selective_scan(ctx: LoweringContext, node: fx.Node):
-    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "delta_softplus")
+    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "delta_softplus", "h0")
     args = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
     tensors = [None if args.get(n) is None else ctx.value(args[n]) for n in names[:8]]
+    h0 = None if args.get("h0") is None else ctx.value(args["h0"])
     op = ctx.emit(
         wse.SelectiveScanOp,
         *tensors,
+        h0,
         bool_attr(bool(args.get("delta_softplus", False))),
         ctx.out_type(index=0),
         ctx.out_type(index=1),

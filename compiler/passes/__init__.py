@@ -12,7 +12,8 @@ module is never mutated. The parse is timed as `pass_seconds["parse"]` in the re
 
 What a placed module guarantees, for the simulators and runtimes that consume it:
 - every op but `wse.param` (a weight's name) has `stage` (i64) and `region` ([x, y, w, h]);
-  ops whose result occupies SRAM have `sram` ([offset, bytes_per_pe] on every PE of region);
+  ops whose result occupies SRAM have `sram` ([offset, bytes_per_pe] on every PE of region),
+  and ops with a working set while they run (tiled attention, chunked scan) `scratch`;
 - every used weight reaches its readers through `wse.weight_tiles` (tile grid, tile shape,
   PE rectangle and SRAM offset: an exact affine map from tile to PE and bytes);
 - matmuls on weights are `wse.tile_matmul` with `wse.fabric_broadcast` + `wse.fabric_reduce`

@@ -262,7 +262,8 @@ def tile_bytes(op) -> int:
 
 def sram_map(module: ir.Module, width: int, height: int) -> np.ndarray:
     """Bytes of SRAM in use on every PE, (height, width): the highest byte any weight tile,
-    activation or state buffer reaches there (offsets are from the start of usable SRAM)."""
+    activation, op's scratch or state buffer reaches there (offsets are from the start of usable
+    SRAM)."""
     highest: dict[Rect, int] = {}
     for op in body_ops(module):
         if kind(op) == "weight_tiles":
@@ -270,6 +271,8 @@ def sram_map(module: ir.Module, width: int, height: int) -> np.ndarray:
         elif has(op, "sram"):
             offset, size = get_ints(op, "sram")
             rect, end = region_of(op), offset + size
+            if has(op, "scratch"):
+                end = max(end, sum(get_ints(op, "scratch")))
         else:
             continue
         highest[rect] = max(highest.get(rect, 0), end)

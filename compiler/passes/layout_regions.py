@@ -6,8 +6,13 @@ stages) while every stage keeps the PEs its weights, state and activations need.
 follow a snake: horizontal bands from the top, left to right, then right to left, so consecutive
 layers are neighbours. Inside a stage, each matrix weight gets its own sub-rectangle (guillotine
 cuts along the longer side, area proportional to bytes) and its main consumer runs there; other
-ops run on the whole stage. A GEMM (more than one row) whose rectangle is nearly square gets a
-square one and the Cannon dataflow; other matmuls use broadcast-and-reduce.
+ops run on the whole stage. Where a consumer's results would crowd a rectangle sized so (a long
+prompt), areas follow weight plus result bytes, and a non-matmul consumer making more elements
+than its weight (a depthwise convolution over the prompt) runs on the whole stage. A GEMM (more
+than one row) whose rectangle is nearly square gets a square one and the Cannon dataflow when
+its blocks fit in a PE (`cannon_share`); other matmuls use broadcast-and-reduce.
+On a cluster (several wafers stacked on the grid's rows) the stages are cut into contiguous
+ranges, one per wafer, balanced by bytes (`wafer_groups`), and each wafer is laid out alone.
 Streaming: every stage and every op gets the whole grid; the wafer runs one layer at a time.
 
 Before:
@@ -62,12 +67,18 @@ class LayoutRegionsOptions:
     `sram_headroom`: the fraction of a stage's usable SRAM its estimate may fill (the rest
     absorbs tile padding and buffers). `gemm_dataflow`: "auto", "broadcast" or "cannon".
     `cannon_min_aspect`: in "auto", the short/long side ratio a GEMM rectangle needs to be
-    squared for Cannon."""
+    squared for Cannon. `result_share`: the largest share of a PE's usable SRAM a weight's
+    consumer's results may take on a rectangle sized by weight bytes (beyond it, as with a
+    long prompt, the stage's rectangles are sized by weight plus result bytes).
+    `cannon_share`: in "auto", the largest share Cannon's blocks may take (its output block,
+    two passes of it, two input blocks; beyond it the GEMM broadcasts)."""
 
     bands: int = 0
     sram_headroom: float = 0.85
     gemm_dataflow: str = "auto"
     cannon_min_aspect: float = 0.75
+    result_share: float = 0.25
+    cannon_share: float = 0.5
 
 
 @dataclass
@@ -103,12 +114,17 @@ class LayoutRegions:
         for op in body_ops(module):
             if kind(op) != "param":
                 set_ints(op, "region", rects[get_int(op, "stage")])
+        usable = ctx.target.usable_sram_bytes_per_pe
         for s, stage in enumerate(stages):
-            matrices = [w for w in stage.weights if len(shape_of(w.result)) >= 2]
-            leaves = _guillotine(rects[s], [(w, nbytes(w.result)) for w in matrices])
+            matrices = [
+                w
+                for w in stage.weights
+                if len(shape_of(w.result)) >= 2 and not _on_whole_stage(w, readers)
+            ]
+            leaves = self._leaves(rects[s], matrices, readers, usable)
             for weight in matrices:
                 consumer, path = primary_consumer(weight, readers)
-                region, dataflow = self._gemm_region(consumer, leaves[weight])
+                region, dataflow = self._gemm_region(consumer, leaves[weight], usable)
                 for op in path + [consumer]:
                     set_ints(op, "region", region)
                 if dataflow:
@@ -169,6 +185,8 @@ class LayoutRegions:
     # -- pipelined sizing and the snake ------------------------------------------------------
 
     def _pipelined_rects(self, stages: list[_Stage], ctx: PassContext) -> list[Rect]:
+        """Rectangles per stage; on a cluster, contiguous stages per wafer (balanced by bytes),
+        each wafer laid out on its own rows of the stacked grid."""
         target = ctx.target
         usable = target.usable_sram_bytes_per_pe
         need = [s.weight_bytes + s.state_bytes + s.activation_bytes for s in stages]
@@ -189,9 +207,31 @@ class LayoutRegions:
                 f"weights {format_bytes(weights)}, state {format_bytes(state)}, activations "
                 f"{format_bytes(sum(need) - weights - state)}, {len(stages)} stages",
             )
+        rects: list[Rect] = []
+        for wafer, group in enumerate(wafer_groups(need, target.wafers)):
+            held = sum(need[i] for i in group)
+            if held > usable * target.wafer_pes or len(group) > target.wafer_pes:
+                raise PlacementError(
+                    f"pipelined placement on {target.name}: wafer {wafer} holds stages "
+                    f"{group[0]}-{group[-1]} ({format_bytes(held)}), more than one "
+                    f"wafer's {format_bytes(usable * target.wafer_pes)}: the layers do not "
+                    "split evenly enough over this many wafers. Options: more wafers, or "
+                    "mode='streaming'.",
+                    needed_bytes=sum(need),
+                    available_bytes=usable * target.num_pes,
+                )
+            y0 = wafer * target.wafer_height_pes
+            for r in self._wafer_rects([stages[i] for i in group], [need[i] for i in group], ctx):
+                rects.append(Rect(r.x, r.y + y0, r.width, r.height))
+        return rects
+
+    def _wafer_rects(self, stages: list[_Stage], need: list[int], ctx: PassContext) -> list[Rect]:
+        """One wafer's stages: PEs for their bytes, the rest balancing their time; a snake."""
+        target = ctx.target
+        usable, pes_total = target.usable_sram_bytes_per_pe, target.wafer_pes
         headroom = self.options.sram_headroom
         pes = [max(1, ceil_div(n, int(usable * headroom))) for n in need]
-        if sum(pes) > target.num_pes:
+        if sum(pes) > pes_total:
             pes = [max(1, ceil_div(n, usable)) for n in need]
         cost = [
             max(
@@ -205,12 +245,24 @@ class LayoutRegions:
             )
             for s in stages
         ]
-        areas = _water_fill(pes, cost, target.num_pes)
-        return _snake(areas, target.grid_width_pes, target.grid_height_pes, self.options.bands)
+        areas = _water_fill(pes, cost, pes_total)
+        return _snake(areas, target.grid_width_pes, target.wafer_height_pes, self.options.bands)
+
+    def _leaves(self, rect: Rect, matrices: list, readers: dict, usable: int) -> dict:
+        """Each matrix's rectangle inside stage rectangle `rect`: areas by weight bytes, or by
+        weight plus result bytes where a consumer's results would crowd its rectangle."""
+        made = {
+            w: sum(nbytes(r) for r in primary_consumer(w, readers)[0].results) for w in matrices
+        }
+        leaves = _guillotine(rect, [(w, nbytes(w.result)) for w in matrices])
+        limit = usable * self.options.result_share
+        if all(made[w] <= limit * leaves[w].num_pes for w in matrices):
+            return leaves
+        return _guillotine(rect, [(w, nbytes(w.result) + made[w]) for w in matrices])
 
     # -- GEMM dataflow -----------------------------------------------------------------------
 
-    def _gemm_region(self, consumer, leaf: Rect) -> tuple[Rect, str]:
+    def _gemm_region(self, consumer, leaf: Rect, usable: int) -> tuple[Rect, str]:
         found = matmul_weight(consumer)
         if found is None:
             return leaf, ""
@@ -218,15 +270,59 @@ class LayoutRegions:
         n, k = shape_of(param.result) if transposed else reversed(shape_of(param.result))
         q = min(leaf.width, leaf.height, k, n)
         square = min(leaf.width, leaf.height) / max(leaf.width, leaf.height)
+        rows = matmul_rows(consumer.operands[0])
+        # Per PE, at most: its output block and two passes' worth of it (double-buffered), and
+        # two blocks of the shifted input.
+        side = ceil_div(rows, max(q, 1)) * element_bytes(consumer.result)
+        blocks = side * (3 * ceil_div(n, max(q, 1)) + 2 * ceil_div(k, max(q, 1)))
+        fits = square >= self.options.cannon_min_aspect and (
+            blocks <= usable * self.options.cannon_share
+        )
         cannon = (
             self.options.gemm_dataflow != "broadcast"
-            and matmul_rows(consumer.operands[0]) > 1
+            and rows > 1
             and q >= 2
-            and (self.options.gemm_dataflow == "cannon" or square >= self.options.cannon_min_aspect)
+            and (self.options.gemm_dataflow == "cannon" or fits)
         )
         if cannon:
             return Rect(leaf.x, leaf.y, q, q), "cannon"
         return leaf, "broadcast"
+
+
+def _on_whole_stage(weight, readers: dict) -> bool:
+    """Whether `weight`'s main consumer runs on the whole stage rather than on a rectangle of
+    the weight's size: it is no matmul and its results have more elements than the weight (a
+    depthwise convolution over the prompt), so they would crowd a rectangle sized for it."""
+    consumer, _ = primary_consumer(weight, readers)
+    made = sum(math.prod(shape_of(r)) for r in consumer.results)
+    return matmul_weight(consumer) is None and made > math.prod(shape_of(weight.result))
+
+
+def wafer_groups(sizes: list[int], wafers: int) -> list[list[int]]:
+    """`sizes` (stages in order) cut into at most `wafers` contiguous non-empty groups with the
+    largest group sum as small as possible (exact, by dynamic programming; ties: cuts late)."""
+    count = min(wafers, len(sizes))
+    prefix = [0]
+    for size in sizes:
+        prefix.append(prefix[-1] + size)
+    # best[k][i]: the smallest largest sum cutting the first i sizes into k groups; cut[k][i].
+    best = [[0.0] + [math.inf] * len(sizes)]
+    cut = [[0] * (len(sizes) + 1)]
+    for k in range(1, count + 1):
+        row, cuts = [math.inf] * (len(sizes) + 1), [0] * (len(sizes) + 1)
+        for i in range(k, len(sizes) + 1):
+            for j in range(k - 1, i):
+                value = max(best[k - 1][j], prefix[i] - prefix[j])
+                if value <= row[i]:
+                    row[i], cuts[i] = value, j
+        best.append(row)
+        cut.append(cuts)
+    bounds, i = [len(sizes)], len(sizes)
+    for k in range(count, 0, -1):
+        i = cut[k][i]
+        bounds.append(i)
+    bounds.reverse()
+    return [list(range(lo, hi)) for lo, hi in pairwise(bounds)]
 
 
 def _water_fill(minimum: list[int], cost: list[float], total: int) -> list[float]:

@@ -2,17 +2,20 @@
 
 `place(module, target, mode)` copies the module, runs
 
-    partition-stages -> layout-regions -> tile-weights -> split-matmuls -> insert-streams
-    -> plan-sram
+    partition-stages -> layout-regions -> tile-weights -> tile-attention -> chunk-scan
+    -> split-matmuls -> insert-streams -> plan-sram
 
-and returns a `PlacementPlan` with the placed module and its report. `mode="auto"` tries
-pipelined and falls back to streaming when the model does not fit, saying why.
+and returns a `PlacementPlan` with the placed module and its report. Pipelined placement uses
+the fewest wafers of the target (a cluster: up to its `wafers`) that hold every weight, layers
+split across them in contiguous ranges; streaming uses one wafer. `mode="auto"` falls back to
+streaming when no allowed cluster holds the model; `report.deployment` says how and why.
 `print_after=("tile-weights",)` (or `"all"`) prints the IR after those passes.
 `run_passes` runs any list of passes on a parsed module (`python -m compiler.opt` uses it).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Collection
@@ -20,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from compiler.mlir import ir, new_context, parse_module, print_module, read_location, shape_of
+from compiler.passes.chunk_scan import ChunkScan, ChunkScanOptions
 from compiler.passes.common import (
     MODES,
     PassContext,
+    ceil_div,
     func_block,
     placement_attr,
     set_module_attr,
@@ -32,9 +37,10 @@ from compiler.passes.layout_regions import LayoutRegions, LayoutRegionsOptions
 from compiler.passes.partition_stages import PartitionStages, PartitionStagesOptions
 from compiler.passes.plan_sram import PlanSram, PlanSramOptions
 from compiler.passes.split_matmuls import SplitMatmuls, SplitMatmulsOptions
+from compiler.passes.tile_attention import TileAttention, TileAttentionOptions
 from compiler.passes.tile_weights import TileWeights, TileWeightsOptions
 from core.errors import EmptyTensorError, PlacementError
-from core.target import Target, load_target
+from core.target import Target, cluster, load_target
 
 if TYPE_CHECKING:
     from compiler.placement_report import PlacementReport
@@ -47,6 +53,8 @@ class PlacementOptions:
     partition: PartitionStagesOptions = field(default_factory=PartitionStagesOptions)
     layout: LayoutRegionsOptions = field(default_factory=LayoutRegionsOptions)
     tiles: TileWeightsOptions = field(default_factory=TileWeightsOptions)
+    attention: TileAttentionOptions = field(default_factory=TileAttentionOptions)
+    scan: ChunkScanOptions = field(default_factory=ChunkScanOptions)
     matmuls: SplitMatmulsOptions = field(default_factory=SplitMatmulsOptions)
     streams: InsertStreamsOptions = field(default_factory=InsertStreamsOptions)
     sram: PlanSramOptions = field(default_factory=PlanSramOptions)
@@ -58,6 +66,8 @@ def passes(options: PlacementOptions) -> list:
         PartitionStages(options.partition),
         LayoutRegions(options.layout),
         TileWeights(options.tiles),
+        TileAttention(options.attention),
+        ChunkScan(options.scan),
         SplitMatmuls(options.matmuls),
         InsertStreams(options.streams),
         PlanSram(options.sram),
@@ -95,19 +105,119 @@ def place(
         raise ValueError(f"mode must be 'auto', 'pipelined' or 'streaming', not {mode!r}")
     target = load_target(target)
     text = module if isinstance(module, str) else print_module(module)
-    if mode != "auto":
-        return _run(text, target, mode, f"{mode}: requested", options, print_after, file)
+    run = functools.partial(_run, text, options=options, print_after=print_after, file=file)
+    if mode == "streaming":
+        return _streamed(run, target, "requested", "streaming: requested")
     try:
-        plan = _run(text, target, "pipelined", "", options, print_after, file)
+        return _pipelined(run, target, explicit=mode == "pipelined")
     except PlacementError as exc:
-        return _run(text, target, "streaming", f"streaming: {exc}", options, print_after, file)
+        if mode == "pipelined":
+            raise
+        short = exc
+    unit = cluster(target, 1)
+    share = short.needed_bytes / (unit.usable_sram_bytes_per_pe * unit.num_pes)
+    allowed = f"{target.wafers} wafer{'s' if target.wafers > 1 else ''}"
+    why = (
+        f"needs {share:.1f} x {unit.name} of SRAM, more than the {allowed} allowed"
+        if share > target.wafers
+        else f"needs {share:.2f} x {unit.name} of SRAM; pipelined, a PE overflows on the "
+        f"{allowed} allowed"
+    )
+    try:
+        return _streamed(run, target, why, f"streaming: {short}")
+    except PlacementError as exc:
+        raise PlacementError(
+            f"{short} Weight streaming does not fit either: {exc}",
+            needed_bytes=short.needed_bytes,
+            available_bytes=short.available_bytes,
+        ) from exc
+
+
+def _streamed(run, target: Target, why: str, reason: str) -> PlacementPlan:
+    """Streaming on one wafer of `target`, weights from external memory; `why` says why in
+    short, `reason` in full."""
+    unit = cluster(target, 1)
+    rate = f"{unit.external_memory_bytes_per_second / 1e9:g} GB/s"
+    plan = run(unit, "streaming", reason)
+    plan.report.deployment = f"weights streamed from external memory at {rate} ({why})"
+    return plan
+
+
+def _pipelined(run, target: Target, *, explicit: bool) -> PlacementPlan:
+    """Pipelined, weights resident, on the fewest wafers of `target` (up to its `wafers`)
+    that hold them: contiguous layers per wafer, balanced by bytes."""
+    unit, wafers = cluster(target, 1), 1
+    per_wafer = unit.usable_sram_bytes_per_pe * unit.num_pes
+    failed: list[int] = []
+    first_need = 0
+    while True:
+        try:
+            plan = run(cluster(target, wafers), "pipelined", "")
+            break
+        except PlacementError as exc:
+            needed = exc.needed_bytes
+            first_need = first_need or needed
+            if wafers >= target.wafers:
+                raise _no_cluster(exc, target, needed, per_wafer) from exc
+            failed.append(wafers)
+            wafers = min(target.wafers, max(wafers + 1, ceil_div(needed, per_wafer)))
+    low = failed[-1] + 1 if failed else wafers
+    while low < wafers:  # the jump skipped counts (an estimate): bisect down to the fewest
+        middle = (low + wafers) // 2
+        try:
+            plan, wafers = run(cluster(target, middle), "pipelined", ""), middle
+        except PlacementError:
+            failed.append(middle)
+            low = middle + 1
+    failed.sort()
     report = plan.report
     plan.mode_reason = report.mode_reason = (
         f"pipelined: all weights, state and activations fit in SRAM "
         f"(fullest PE {report.sram_bytes_per_pe_max:,} of "
         f"{target.usable_sram_bytes_per_pe:,} usable bytes)"
     )
+    share = (first_need or int(report.usage.sum())) / per_wafer
+    if wafers == 1:
+        report.deployment = (
+            f"fits one {unit.name} ({share:.2f} of its SRAM): pipelined, weights resident"
+        )
+        return plan
+    why = (
+        f"needs {share:.2f} x {unit.name} of SRAM"
+        if share >= 1
+        else f"does not fit one {unit.name} (a PE overflows at {share:.2f} x its SRAM)"
+    )
+    notes = [f"{_counts(failed)} do not hold it"] if failed[1:] else []
+    notes += ["pipelined requested"] if explicit else []
+    notes.append(f"up to {target.wafers} allowed")
+    report.deployment = (
+        f"{why}: pipelined on {wafers} wafers, weights resident ({'; '.join(notes)})"
+    )
     return plan
+
+
+def _counts(counts: list[int]) -> str:
+    """Sorted wafer counts as runs: `[1, 4, 5, 6]` -> "1, 4-6 wafers"."""
+    runs: list[list[int]] = []
+    for n in counts:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    text = ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+    return f"{text} wafers"
+
+
+def _no_cluster(exc: PlacementError, target: Target, needed: int, per_wafer: int):
+    """The error for a model that no allowed cluster of `target`'s wafers holds."""
+    take = ceil_div(needed, per_wafer)
+    return PlacementError(
+        f"{exc} It needs {needed:,} B of SRAM; {target.wafers} x {target.unit_name} hold "
+        f"{per_wafer * target.wafers:,} B: it would take about {take} wafers of "
+        f"{per_wafer:,} B (allow more with --wafers, or mode='streaming').",
+        needed_bytes=needed,
+        available_bytes=per_wafer * target.wafers,
+    )
 
 
 def run_passes(
@@ -133,7 +243,7 @@ def run_passes(
     return seconds
 
 
-def _run(text, target, mode, reason, options, print_after, file) -> PlacementPlan:
+def _run(text, target, mode, reason, *, options, print_after, file) -> PlacementPlan:
     from compiler.placement_report import PlacementReport  # it reads modules with the pass helpers
 
     if isinstance(print_after, str):

@@ -8,8 +8,11 @@ then state (KV cache, SSM state; resident), then activation workspaces: one per 
 then one per sub-region of a stage (a matmul's rectangle; streaming: one for the wafer), where
 results live from their op to their last reader (first-fit reuse).
 A result's bytes per PE are its size spread over its region, except the per-PE working sets of
-split matmuls: broadcast slices and partial sums (`rows_per_pass` rows), and Cannon's
-activation and output blocks (double-buffered, as they move).
+split matmuls: broadcast slices and partial sums (`rows_per_pass` rows, `cols_per_pass`
+columns), and Cannon's activation and output blocks (double-buffered as they move; a block run
+in several passes keeps its whole output block besides). A tiled attention's working set (its
+blocks and running statistics, never the whole score matrix) and a chunked scan's (its state
+and two chunks of B_t and C_t) are `scratch` ([offset, bytes]), live only while the op runs.
 
 Before:
     %wt = "wse.weight_tiles"(%w) {..., sram_offset = 0 : i64, tile_grid = [2, 2], tile_shape = [128, 32]} ...
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.mlir import i64_attr, ir, shape_of
+from compiler.passes.chunk_scan import working_set_bytes as scan_working_set
 from compiler.passes.common import (
     WEIGHT_VIEWS,
     PassContext,
@@ -35,9 +39,11 @@ from compiler.passes.common import (
     ceil_div,
     element_bytes,
     format_bytes,
+    func_block,
     get_int,
     get_ints,
     get_str,
+    has,
     kind,
     nbytes,
     producer,
@@ -50,6 +56,7 @@ from compiler.passes.common import (
     tile_rect,
     users,
 )
+from compiler.passes.tile_attention import working_set_bytes as attention_working_set
 from core.errors import PlacementError
 from core.geometry import Rect
 
@@ -83,12 +90,15 @@ class PlanSram:
         else:
             self._weight_pool(tiles, readers, index, len(ops), ctx.grid)
         state = [op for op in ops if kind(op) == "host_transfer" and get_str(op, "kind") == "state"]
+        in_place = _in_place_updates(module, state, readers, index)
         for op in state:
-            size = self._result_bytes(op)
-            set_ints(op, "sram", [self._reserve(region_of(op), size), size])
+            if op not in in_place:
+                size = self._result_bytes(op)
+                set_ints(op, "sram", [self._reserve(region_of(op), size), size])
         pools: dict[tuple[int, Rect], list] = {}
         for op in ops:
-            if kind(op) in ("param", "weight_tiles") or op in state or not op.results:
+            skip = kind(op) in ("param", "weight_tiles") or op in state or op in in_place
+            if skip or not op.results:
                 continue
             key = (
                 (get_int(op, "stage"), region_of(op)) if ctx.mode == "pipelined" else (0, ctx.grid)
@@ -98,13 +108,20 @@ class PlanSram:
                 default=index[op],
             )
             pools.setdefault(key, []).append((op, index[op], last, self._result_bytes(op)))
+            if scratch := _scratch_bytes(op):
+                pools[key].append(((op,), index[op], index[op], scratch))
         regions = stage_regions(module) if ctx.mode == "pipelined" else [ctx.grid]
         for key in sorted(pools, key=lambda k: (k[1] != regions[k[0]], k)):
             entries = pools[key]
             offsets, size = self._linear_scan([(start, end, n) for _, start, end, n in entries])
             base = self._reserve(key[1], size)
             for (op, _, _, n), offset in zip(entries, offsets, strict=True):
-                set_ints(op, "sram", [base + offset, n])
+                if isinstance(op, tuple):
+                    set_ints(op[0], "scratch", [base + offset, n])
+                else:
+                    set_ints(op, "sram", [base + offset, n])
+        for op, home in in_place.items():  # last: an op's hash changes with its attributes
+            set_ints(op, "sram", get_ints(home, "sram"))
         self._check(module, ctx)
 
     # -- allocation --------------------------------------------------------------------------
@@ -169,12 +186,20 @@ class PlanSram:
             return rows * ceil_div(shape[dim], parts) * e
         if name == "tile_matmul":
             cols = get_ints(producer(op.operands[1]), "tile_grid")[1]
-            rows = get_int(op, "rows_per_pass") * ceil_div(shape_of(op.result)[-1], cols) * e
-            return rows if get_str(op, "dataflow") == "broadcast" else 2 * rows
+            width = ceil_div(shape_of(op.result)[-1], cols)
+            if has(op, "cols_per_pass"):
+                width = min(width, get_int(op, "cols_per_pass"))
+            rows = get_int(op, "rows_per_pass") * width * e
+            if get_str(op, "dataflow") == "broadcast":
+                return rows
+            block = ceil_div(math.prod(shape_of(op.result)[:-1]), cols) * width * e
+            return 2 * rows if rows >= block else block + 2 * rows  # + blocks of a pass
         if name == "fabric_shift":
             shape, q = shape_of(op.input), region.width
-            rows = math.prod(shape[:-1])
-            return 2 * ceil_div(rows, q) * ceil_div(shape[-1], q) * e
+            rows = ceil_div(math.prod(shape[:-1]), q)
+            if has(op, "rows_per_pass"):
+                rows = min(rows, get_int(op, "rows_per_pass"))
+            return 2 * rows * ceil_div(shape[-1], q) * e
         return ceil_div(sum(nbytes(r) for r in op.results), region.num_pes)
 
     # -- the check ---------------------------------------------------------------------------
@@ -212,6 +237,56 @@ class PlanSram:
             needed_bytes=int(used.sum()) + over,
             available_bytes=available,
         )
+
+
+def _scratch_bytes(op) -> int:
+    """Bytes per PE an op needs only while it runs: a tiled attention's or chunked scan's
+    working set."""
+    if kind(op) == "attention" and has(op, "kv_block"):
+        return attention_working_set(op)
+    if kind(op) == "selective_scan" and has(op, "chunk"):
+        return scan_working_set(op)
+    return 0
+
+
+def _in_place_updates(module: ir.Module, state: list, readers: dict, index: dict) -> dict:
+    """State updated in place (decode): the i-th state result leaves from the buffer of the
+    i-th state argument when both lie on one region, and so does the op computing it when that
+    op reads the old state last (a masked write into the KV cache). Op -> the input transfer
+    whose buffer it shares."""
+    inputs: dict[int, list] = {}
+    for op in state:
+        source = op.operands[0]
+        if get_str(op, "direction") == "in" and isinstance(source, ir.BlockArgument):
+            inputs.setdefault(source.arg_number, []).append(op)
+    returned = list(func_block(module).operations)[-1].operands
+    outs = {op.results[0]: op for op in state if get_str(op, "direction") == "out"}
+    results = [outs[v] for v in returned if v in outs]
+    aliases: dict = {}
+    if len(results) != len(inputs):
+        return aliases
+    for (_, homes), out in zip(sorted(inputs.items()), results, strict=True):
+        home = homes[0]
+        if (
+            len(homes) > 1
+            or region_of(home) != region_of(out)
+            or home.result.type != out.result.type
+        ):
+            continue
+        aliases[out] = home
+        update = producer(out.operands[0])
+        last_read = max(
+            (index.get(u, len(index)) for u in readers.get(home.result, ())), default=-1
+        )
+        if (
+            update is not None
+            and region_of(update) == region_of(home)
+            and update.results[0].type == home.result.type
+            and home.result in list(update.operands)
+            and last_read == index[update]
+        ):
+            aliases[update] = home
+    return aliases
 
 
 def _release(free: list[tuple[int, int]], offset: int, size: int) -> list[tuple[int, int]]:

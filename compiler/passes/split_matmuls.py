@@ -51,11 +51,16 @@ from compiler.passes.common import (
 class SplitMatmulsOptions:
     """`reduce_algorithm`: "auto" or one of chain, tree, two_phase. `rows_per_pass`: rows of M
     a broadcast GEMM handles at a time (bounds the per-PE partial buffers). `two_phase_group`:
-    rows per first-phase group (0: about the square root of the row count)."""
+    rows per first-phase group (0: about the square root of the row count). `cols_per_pass`:
+    columns of partial sums a broadcast PE makes and sends at a time (bounds them on narrow
+    regions, e.g. a vocabulary-wide GEMV; 0: its whole tile). `cannon_rows`: rows of an M
+    block a Cannon pass moves at a time (a longer block runs in several passes; 0: whole)."""
 
     reduce_algorithm: str = "auto"
     rows_per_pass: int = 8
     two_phase_group: int = 0
+    cols_per_pass: int = 512
+    cannon_rows: int = 64
 
 
 class SplitMatmuls:
@@ -93,6 +98,8 @@ class SplitMatmuls:
         if get_str(op, "dataflow") == "cannon":
             region = get_ints(op, "region")
             q = region[2]
+            block = ceil_div(rows, q)
+            per_pass = min(block, self.options.cannon_rows or block)
             shifted = _staged(
                 wse.FabricShiftOp(
                     input=x,
@@ -105,6 +112,8 @@ class SplitMatmuls:
                 ),
                 stage,
             )
+            if per_pass < block:
+                set_int(shifted, "rows_per_pass", per_pass)
             product = _staged(
                 wse.TileMatmulOp(
                     lhs=shifted.result,
@@ -112,7 +121,7 @@ class SplitMatmuls:
                     region=int_list_attr(region),
                     dataflow=str_attr("cannon"),
                     transpose_rhs=bool_attr(transposed),
-                    rows_per_pass=i64_attr(ceil_div(rows, q)),
+                    rows_per_pass=i64_attr(per_pass),
                     result=op.result.type,
                     bias=kept_bias,
                 ),
@@ -158,6 +167,9 @@ class SplitMatmuls:
             ),
             stage,
         )
+        columns = ceil_div(shape_of(op.result)[-1], get_ints(tiles.owner, "tile_grid")[1])
+        if 0 < self.options.cols_per_pass < columns:
+            set_int(partials, "cols_per_pass", self.options.cols_per_pass)
         algorithm = self._algorithm(parts)
         group = 1
         if algorithm == "two_phase":

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from core.arguments import Parser
 from core.errors import WaferError
-from simulator.cli import kernel, ops, run, sweep, targets, verify
+from simulator.cli import kernel, ops, run, shard_plan, sweep, targets, verify
 from simulator.cli.common import Command
 
 COMMANDS: dict[str, Command] = {
@@ -26,6 +26,7 @@ COMMANDS: dict[str, Command] = {
     "ops": ops.COMMAND,
     "run": run.COMMAND,
     "sweep": sweep.COMMAND,
+    "shard-plan": shard_plan.COMMAND,
 }
 
 

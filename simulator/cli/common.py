@@ -45,6 +45,14 @@ def model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="auto", choices=MODES, help="placement mode (default auto)")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots into DIR")
     p.add_argument("--json", action="store_true", help="print a JSON report (schema.json)")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="cache placed programs here (default $WAFER_CACHE_DIR, else ~/.cache/wafer)",
+    )
+    cache.add_argument("--no-cache", action="store_true", help="compile everything afresh")
 
 
 @contextmanager

@@ -30,7 +30,10 @@ from simulator.cli.common import (
     pyplot,
 )
 from simulator.cost import Calibration, load_calibration
+from simulator.disk_cache import DiskCache, from_arguments
 from simulator.phases import (
+    DEFAULT_MAX_WAFERS,
+    WHAT_IF_RESIDENT,
     ModelSim,
     Phase,
     PlacementCache,
@@ -40,6 +43,8 @@ from simulator.phases import (
 )
 from simulator.report import calibration_summary, run_report
 from simulator.trace import chrome_trace, link_busy_cycles
+
+WHAT_IFS = "weights-resident"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,15 +61,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="decode steps (default 16; 0: none)",
     )
     p.add_argument("--trace", type=Path, help="write a Chrome/Perfetto trace JSON here")
+    p.add_argument(
+        "--wafers",
+        type=positive,
+        metavar="N",
+        help="pipeline on up to N wafers of the target's kind (default: the target's own "
+        f"count; auto on one wafer: up to {DEFAULT_MAX_WAFERS})",
+    )
+    p.add_argument(
+        "--what-if",
+        choices=[WHAT_IFS],
+        help="a labelled what-if: 'weights-resident' counts streamed weights as already in SRAM "
+        "(experiments that assume it, e.g. a published per-layer figure); every figure says so",
+    )
+    p.add_argument(
+        "--all-logits",
+        action="store_true",
+        help="prefill returns every position's logits (default: the last position's)",
+    )
 
 
-def _simulate(model: str, options: SimOptions, progress: Callable[[str], None]) -> ModelSim:
+def _simulate(
+    model: str, options: SimOptions, progress: Callable[[str], None], disk: DiskCache | None
+) -> ModelSim:
     """A registered model, or a `path/to/file.py:factory` module."""
     if ":" in model and model.split(":")[0].endswith(".py"):
         return simulate_model(load_factory(model), options, PlacementCache(), progress)
     if model not in models.names():
         raise ModelSimError(f"unknown model {model!r}; known: {', '.join(models.names())}")
-    return simulate_model(model, options, PlacementCache(), progress)
+    return simulate_model(model, options, PlacementCache(disk), progress)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -77,11 +102,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
         mode=args.mode,
         grid=args.grid,
         calibration=load_calibration(),
+        all_logits=args.all_logits,
+        resident_weights=args.what_if == WHAT_IFS,
+        wafers=args.wafers,
     )
     output_file("--trace", args.trace)
     output_dir("--plot", args.plot)
+    disk = from_arguments(args.cache_dir, args.no_cache)
     with progress_bar(1 + bool(args.decode)) as step:
-        result = _simulate(args.model, options, step)
+        result = _simulate(args.model, options, step, disk)
     phases = [p for p in (result.prefill, result.decode) if p is not None]
     if args.trace:
         args.trace.write_text(json.dumps(_trace(phases, result.target.clock_hz)))
@@ -120,14 +149,18 @@ def _print(
 ) -> None:
     t = result.target
     prefill, decode = result.prefill, result.decode
-    summary = Table(title=f"wafersim run {result.model}", show_header=False)
+    what_if = any(WHAT_IF_RESIDENT in p.notes for p in phases)
+    title = f"wafersim run {result.model}" + (f", {WHAT_IF_RESIDENT}" if what_if else "")
+    summary = Table(title=title, show_header=False)
     summary.add_column(style="bold")
     summary.add_column()
-    rows = [
+    rows = _deployment_rows(phases, what_if)
+    rows += [
         (
             "target",
-            f"{t.name}: {t.grid_width_pes} x {t.grid_height_pes} PEs, "
-            f"{t.clock_hz / 1e9:g} GHz, {result.dtype}",
+            f"{t.name}: {t.grid_width_pes} x {t.wafer_height_pes} PEs"
+            + (f" x {t.wafers} wafers" if t.wafers > 1 else "")
+            + f", {t.clock_hz / 1e9:g} GHz, {result.dtype}",
         ),
         ("prefill", f"{prefill.tokens:,} tokens; {prefill.report.mode_reason or prefill.sim.mode}"),
         (
@@ -156,6 +189,7 @@ def _print(
             ),
             ("decode utilisation", f"{100 * decode.sim.utilization:.3f} %"),
         ]
+    rows += _wafer_link_rows(phases)
     for label, value in rows:
         summary.add_row(label, value)
     console.print(summary)
@@ -204,6 +238,33 @@ def _print(
         for note in p.notes:
             console.print(f"[dim]{p.name}: {note}[/dim]")
     console.print(estimate_line(calibration_summary(calibration)))
+
+
+def _deployment_rows(phases: list[Phase], what_if: bool) -> list[tuple[str, str]]:
+    """The first rows: how the model is deployed and why (per phase when they differ)."""
+    lines = {p.name: p.report.deployment or p.sim.mode for p in phases}
+    rows = (
+        [("deployment", next(iter(lines.values())))]
+        if len(set(lines.values())) == 1
+        else [(f"{name} deployment", line) for name, line in lines.items()]
+    )
+    return rows + ([("WHAT-IF", WHAT_IF_RESIDENT)] if what_if else [])
+
+
+def _wafer_link_rows(phases: list[Phase]) -> list[tuple[str, str]]:
+    """Transfers between wafers, per phase that has any."""
+    rows = []
+    for p in phases:
+        links, clock = p.sim.wafer_links, p.sim.target.clock_hz
+        if links.transfers:
+            rows.append(
+                (
+                    f"{p.name} wafer links",
+                    f"{links.transfers} transfers, {links.bytes / 1e6:,.3f} MB, "
+                    f"{links.cycles:,} cycles in all ({links.cycles / clock * 1e6:,.2f} µs)",
+                )
+            )
+    return rows
 
 
 def _layers_table(phases: list[Phase]) -> Table:

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     for r in rows:
         table.add_row(
             r["name"],
-            f"{r['grid'][0]} x {r['grid'][1]}",
+            f"{r['grid'][0]} x {r['grid'][1]}" + (f" x {r['wafers']}" if r["wafers"] > 1 else ""),
             f"{r['pes']:,}",
             f"{r['sram_bytes_per_pe'] / 1024:g} KiB",
             f"{r['clock_hz'] / 1e9:g} GHz",

@@ -2,7 +2,9 @@
 // tiles (matrices first, vectors on top: a 10x3 f32 tile is 120 bytes), then one activation
 // workspace per region where results live from their op to their last reader (first-fit
 // reuse; offsets aligned to align_bytes). Streaming: the weights' buffer pool, then the
-// workspace. State stays resident below the activations.
+// workspace. State stays resident below the activations, and is updated in place: the state
+// result leaves from its argument's buffer, and so does the op computing it when that op
+// reads the old state last.
 // Inputs: insert-streams output (1 row pipelined, 1 row streaming); a function with state.
 
 // RUN: compiler.opt --split-input-file --pass plan-sram %s | filecheck %s
@@ -26,8 +28,10 @@
 // CHECK-NEXT: "wse.host_transfer"(%arg0) {{.*}}sram = [128, 2]
 // CHECK:      "wse.weight_tiles"({{.*}}home = "external", region = [0, 0, 8, 8], sram_offset = 88 : i64
 // CHECK:      // -----
-// CHECK:      "wse.host_transfer"(%arg0) {{.*}}kind = "data", region = [0, 0, 8, 8], sram = [16, 1]
+// CHECK:      "wse.host_transfer"(%arg0) {{.*}}kind = "data", region = [0, 0, 8, 8], sram = [8, 1]
 // CHECK:      "wse.host_transfer"(%arg1) {{.*}}kind = "state", region = [0, 0, 8, 8], sram = [0, 2]
+// CHECK-NEXT: "wse.tanh"({{.*}}sram = [0, 2]
+// CHECK:      "wse.host_transfer"({{.*}}direction = "out", kind = "state", {{.*}}sram = [0, 2]
 
 // ALIGN:      "wse.weight_tiles"({{.*}}region = [0, 0, 4, 1], sram_offset = 128 : i64
 // ALIGN:      "wse.host_transfer"(%arg0) {{.*}}sram = [192, 3]

@@ -238,7 +238,7 @@ def _plot(points: list[SweepPoint], directory: Path, series: list[str]) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), layout="constrained")
     lines: dict[str, list[tuple[int, float]]] = {}
-    for label in dict.fromkeys(series):
+    for row, label in enumerate(dict.fromkeys(series)):
         mine = [p for p, s in zip(points, series, strict=True) if s == label]
         color = None
         for ax, value in zip(axes, (_prefill_per_token, _decode_per_token, _state), strict=True):
@@ -266,7 +266,7 @@ def _plot(points: list[SweepPoint], directory: Path, series: list[str]) -> None:
                 f"{label.split(' (')[0]}: KV > 1 wafer\nat {outgrows:,.0f} tokens",
                 (outgrows, mine[-1].wafer_sram_bytes / 1e9),
                 textcoords="offset points",
-                xytext=(-4, -24),
+                xytext=(-4, -24 - 22 * row),  # one row per model: labels never overlap
                 ha="right",
                 fontsize=7,
                 color=color,

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import shutil
 import stat
@@ -150,7 +151,15 @@ class DiskCache:
                         return _read_entry(path, dir_fd, self._key_text(key))
                     except PlacementError:
                         raise
-                    except (ArtifactError, OSError, ValueError, TypeError, KeyError, zlib.error):
+                    except (
+                        ArtifactError,
+                        OSError,
+                        ValueError,
+                        TypeError,
+                        KeyError,
+                        IndexError,
+                        zlib.error,
+                    ):
                         if _same_directory(path, dir_fd):
                             return None
             except ArtifactError:  # no entry
@@ -257,7 +266,7 @@ def _read_entry(path: Path, dir_fd: int, key_text: str):
         check_hash(path / name, hashlib.sha256(blobs[name]).hexdigest(), files[name])
     if json_depth(blobs[REPORT]) > 16:
         raise ValueError("report nested too deep")
-    report = _decode(json.loads(blobs[REPORT]), blobs[ARRAYS])
+    report = _decode(json.loads(blobs[REPORT]), blobs[ARRAYS], [MAX_ARRAY_BYTES])
     if not isinstance(report, PlacementReport):
         raise ValueError("report.json holds no placement report")
     seconds = entry["compile_seconds"]
@@ -290,20 +299,25 @@ def _encode(value, arrays: list[bytes]):
     raise _Unstorable(type(value).__name__)
 
 
-def _decode(value, arrays: bytes):
+def _decode(value, arrays: bytes, budget: list[int]):
+    """A report value from its JSON form; its arrays inflate from `arrays`, all of them
+    together within `budget[0]` bytes (decremented)."""
     if value is None or type(value) in (bool, int, float, str):
         return value
     if type(value) is not dict or len(value) != 1:
         raise ValueError("malformed report value")
-    (tag, data), decode = next(iter(value.items())), functools.partial(_decode, arrays=arrays)
+    (tag, data), decode = (
+        next(iter(value.items())),
+        functools.partial(_decode, arrays=arrays, budget=budget),
+    )
     if tag in ("list", "tuple") and type(data) is list:
         items = [decode(v) for v in data]
         return items if tag == "list" else tuple(items)
     if tag == "dict" and type(data) is list:
         return {_hashable(decode(k)): decode(v) for k, v in data}
     if tag == "array":
-        return _decode_array(data, arrays)
-    if tag == "class" and type(data) is list and data[0] in CLASSES:
+        return _decode_array(data, arrays, budget)
+    if tag == "class" and type(data) is list and len(data) == 2 and data[0] in CLASSES:
         cls, fields = CLASSES[data[0]], data[1]
         if type(fields) is not dict or sorted(fields) != sorted(f.name for f in _fields(cls)):
             raise ValueError(f"{data[0]} with other fields")
@@ -320,12 +334,17 @@ def _hashable(key):
     return key
 
 
-def _decode_array(info, arrays: bytes) -> np.ndarray:
+def _decode_array(info, arrays: bytes, budget: list[int]) -> np.ndarray:
     dtype, shape, start, size = info
-    if dtype not in ARRAY_DTYPES or not all(type(n) is int and n >= 0 for n in shape):
+    if dtype not in ARRAY_DTYPES or type(shape) is not list or len(shape) > 8:
         raise ValueError("malformed array")
-    nbytes = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
-    if nbytes > MAX_ARRAY_BYTES or not 0 <= start <= start + size <= len(arrays):
+    if not all(type(n) is int and 0 <= n <= MAX_ARRAY_BYTES for n in shape):
+        raise ValueError("malformed array")
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize  # whole numbers: no overflow
+    budget[0] -= nbytes
+    if budget[0] < 0 or not (type(start) is int and type(size) is int):
+        raise ValueError("arrays over the bound, or malformed")
+    if not 0 <= start <= start + size <= len(arrays):
         raise ValueError("array out of bounds")
     inflate = zlib.decompressobj()
     raw = inflate.decompress(arrays[start : start + size], nbytes + 1)

@@ -12,7 +12,8 @@ form in cycles). It holds resources while it runs:
   a blocking collective;
 - a stream task holds the single external-memory channel (weight streaming) for its duration;
 - a link task (a transfer between two wafers of a cluster) holds its `channel`, the sending
-  wafer's I/O, for its duration.
+  wafer's I/O, while it sends its bytes (`cost.link_busy_cycles`); the link's latency after
+  that holds nothing.
 
 A task is ready when every dependency has ended, and starts at the first cycle, at or after that,
 when all its resources are free. Resources are granted in ready order (first come, first served;
@@ -255,8 +256,8 @@ def simulate(tasks: Sequence[Task]) -> Timeline:
         end = start + task.cost.cycles
         busy.hold(region, end)
         busy.hold(links, start + task.cost.link_busy_cycles)
-        if channel:
-            channels[channel] = end
+        if channel:  # a wafer link is free again once its bytes are sent, not after latency
+            channels[channel] = start + task.cost.link_busy_cycles if task.kind == "link" else end
         events[i] = _event(i, task, now, start, end)
         heapq.heappush(heap, (end, _END, sequence, i))
         sequence += 1

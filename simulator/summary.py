@@ -59,12 +59,13 @@ class WaferLinks:
     cycles: int
 
     @staticmethod
-    def of(events: Sequence[Event]) -> WaferLinks:
+    def of(events: Sequence[Event], repeats: int = 1) -> WaferLinks:
+        """The transfers among `events`, made `repeats` times (once per chunk)."""
         links = [e for e in events if e.kind == "link"]
         return WaferLinks(
-            len(links),
-            sum(int(e.label("bytes", "0")) for e in links),
-            sum(e.duration_cycles for e in links),
+            len(links) * repeats,
+            sum(int(e.label("bytes", "0")) for e in links) * repeats,
+            sum(e.duration_cycles for e in links) * repeats,
         )
 
 
@@ -179,8 +180,8 @@ def summarize(
     if streaming:
         working = _union_cycles([e for e in events if e.kind != "stream"])
         bubble = 1 - working / max(makespan, 1)
-    else:
-        busy = sum(layer.busy_cycles for layer in layers)
+    else:  # busy over every chunk: a chunk step's layers ran once, the pass `chunks` times
+        busy = sum(layer.busy_cycles for layer in layers) * (chunks if per_chunk else 1)
         bubble = 1 - busy / max(len(layers) * cycles, 1)
     return SimResult(
         target=target,
@@ -198,5 +199,5 @@ def summarize(
             events, target.grid_width_pes, target.grid_height_pes, makespan
         ),
         events=events,
-        wafer_links=WaferLinks.of(events),
+        wafer_links=WaferLinks.of(events, chunks if per_chunk else 1),
     )

@@ -244,7 +244,8 @@ def _flash_attention(t: Translation, op: PlacedOp) -> Value:
         nbytes = ceil_div(tiles, pes) * keys * (k[-1] + v[-1]) * cm.element_bytes
         front += t.spread(cm, used, per_head, nbytes, deps, "kv_blocks", op.labels)
     if parts > 1:
-        front = t.allreduce(cm, used, parts, q_block * (2 + v[-1]), front, "merge", op.labels)
+        merged = ceil_div(tiles, pes) * q_block * (2 + v[-1])  # every tile a PE ran in turn
+        front = t.allreduce(cm, used, parts, merged, front, "merge", op.labels)
     return Value(front, region, 0, "act")
 
 
@@ -335,7 +336,8 @@ def _fabric_stream(t: Translation, op: PlacedOp) -> Value:
 
 def wafer_link_cost(target: Target, calibration: Calibration, nbytes: int) -> cost.Cost:
     """`nbytes` from one wafer of a cluster to another over the links: their latency, then the
-    bytes at their bandwidth (converted to the target's clock)."""
+    bytes at their bandwidth (converted to the target's clock). The sender's I/O is busy only
+    while it serialises the bytes (`link_busy_cycles`): transfers pipeline behind one latency."""
     clock = target.clock_hz
     serial = nbytes * clock / target.wafer_link_bytes_per_second
     latency = target.wafer_link_latency_seconds * clock
@@ -343,12 +345,14 @@ def wafer_link_cost(target: Target, calibration: Calibration, nbytes: int) -> co
         "wafer_link",
         calibration.task_start_cycles + math.ceil(latency + serial),
         latency + serial,
+        link_busy_cycles=calibration.task_start_cycles + math.ceil(serial),
     )
 
 
 def _wafer_link(t: Translation, op: PlacedOp, moving: Value, sender: int, receiver: int) -> Value:
-    """A value crossing wafers: from its PEs to the sending wafer's I/O edge, over the link
-    (holding the sender's I/O), and onto the receiving stage's region."""
+    """A value crossing wafers: one task for the link (its latency, then the bytes at its
+    bandwidth, holding the sender's I/O while they are sent); the on-wafer legs to and from
+    the I/O edge are not charged."""
     nbytes = max(1, moving.nbytes)
     cm = t.cms[t.dtype]
     c = wafer_link_cost(cm.target, cm.calibration, nbytes)

@@ -93,12 +93,12 @@ def test_the_trace_shows_the_wafer_links(on_two):
 
 def test_link_tasks_on_one_wafer_s_io_take_turns():
     b = GraphBuilder()
-    c = Cost("wafer_link", 100, 100.0)
+    c = Cost("wafer_link", 100, 100.0, link_busy_cycles=30)  # 30 to send, then 70 of latency
     b.add("a", "link", c, channel="wafer 0 out")
     b.add("b", "link", c, channel="wafer 0 out")
     b.add("c", "link", c, channel="wafer 1 out")
     ends = [e.end_cycles for e in simulate(b.tasks).events]
-    assert ends == [100, 200, 100]
+    assert ends == [100, 130, 100]  # b sends once a's bytes are out, not after a's latency
     with pytest.raises(ValueError, match="a link task, and only one, has a channel"):
         b.add("d", "link", c)
 

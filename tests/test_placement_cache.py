@@ -154,6 +154,29 @@ def test_an_edited_entry_with_matching_hashes_builds_nothing_unknown(filled, tmp
     assert not (tmp_path / "owned").exists()
 
 
+@pytest.mark.parametrize(
+    "evil",
+    [
+        {"class": []},  # no class name
+        {"array": ["int64", [10**200, 10**200], 0, 0]},  # a shape past any float
+        {"array": ["int64", [10**400], 0, 0]},
+        {"list": [{"array": ["int8", [3 << 30], 0, 0]}] * 2},  # 6 GiB in all, past the bound
+    ],
+)
+def test_an_edited_report_with_matching_hashes_is_rebuilt(filled, tmp_path, evil):
+    """Malformed values and oversized arrays in an edited entry read as no entry."""
+    _, placement = filled
+    copy = DiskCache(tmp_path / "cache")
+    copy.store(KEY, placement.program, placement.report, placement.compile_seconds)
+    entry_dir = copy.path(KEY)
+    data = json.dumps(evil).encode()
+    (entry_dir / "report.json").write_bytes(data)
+    entry = json.loads((entry_dir / "entry.json").read_text())
+    entry["files"]["report.json"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (entry_dir / "entry.json").write_text(json.dumps(entry))
+    assert copy.load(KEY) is None
+
+
 def test_unsafe_directories_are_refused(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()

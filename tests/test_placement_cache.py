@@ -137,19 +137,23 @@ def test_a_damaged_entry_is_rebuilt(filled, tmp_path, file):
     assert _text(type(placement)(*copy.load(KEY))) == _text(placement)
 
 
+def _edit_report(cache: DiskCache, report: object) -> None:
+    """Replace KEY's stored report with `report`, recomputing its hash as an attacker would."""
+    entry_dir = cache.path(KEY)
+    data = json.dumps(report).encode()
+    (entry_dir / "report.json").write_bytes(data)
+    entry = json.loads((entry_dir / "entry.json").read_text())
+    entry["files"]["report.json"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (entry_dir / "entry.json").write_text(json.dumps(entry))
+
+
 def test_an_edited_entry_with_matching_hashes_builds_nothing_unknown(filled, tmp_path):
     """A report naming a class outside the report's own is refused even when the hashes were
     recomputed after the edit."""
     disk, placement = filled
     copy = DiskCache(tmp_path / "cache")
     copy.store(KEY, placement.program, placement.report, placement.compile_seconds)
-    entry_dir = copy.path(KEY)
-    evil = {"class": ["Popen", {"args": {"list": ["touch", str(tmp_path / "owned")]}}]}
-    data = json.dumps(evil).encode()
-    (entry_dir / "report.json").write_bytes(data)
-    entry = json.loads((entry_dir / "entry.json").read_text())
-    entry["files"]["report.json"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (entry_dir / "entry.json").write_text(json.dumps(entry))
+    _edit_report(copy, {"class": ["Popen", {"args": {"list": ["touch", str(tmp_path / "owned")]}}]})
     assert copy.load(KEY) is None
     assert not (tmp_path / "owned").exists()
 
@@ -168,12 +172,7 @@ def test_an_edited_report_with_matching_hashes_is_rebuilt(filled, tmp_path, evil
     _, placement = filled
     copy = DiskCache(tmp_path / "cache")
     copy.store(KEY, placement.program, placement.report, placement.compile_seconds)
-    entry_dir = copy.path(KEY)
-    data = json.dumps(evil).encode()
-    (entry_dir / "report.json").write_bytes(data)
-    entry = json.loads((entry_dir / "entry.json").read_text())
-    entry["files"]["report.json"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (entry_dir / "entry.json").write_text(json.dumps(entry))
+    _edit_report(copy, evil)
     assert copy.load(KEY) is None
 
 

@@ -1,22 +1,30 @@
-"""Simulated vs published WSE-2 measurements; prints the table and writes docs/calibration.md.
+"""Simulated vs published wafer-scale measurements: fit, held-out validation, sensitivity.
 
-Run: `PYTHONPATH=. .venv/bin/python benchmarks/calibration.py [--fit] [--no-write]`.
-`--fit` grid-searches the fitted constants of `simulator/calibration.json` (minimising the largest
-error over the fitted points) and writes the best values back before making the table. Unless
-`--no-write`, the result (largest |error| over all points, the model-level point) is also stored
-in `simulator/calibration.json` under "last_result", where `wafersim` reads it.
+Run: `PYTHONPATH=. .venv/bin/python benchmarks/calibration.py [--fit] [--sensitivity] [--no-write]`.
 
-Kernel-level points build task graphs with `simulator.kernels`; the model-level point compiles
-the real `llama-8b` decode program (about 40 s), places it on 420x420 PEs and simulates it with
-`simulator.phases.simulate_decode`: a check on the translation, not fitted.
+The figures are declared in `simulator/calibration.json` with their sources: the "fit_set"
+(kernel-level WSE-2 measurements only: GEMV, GEMM, all-reduce) and the "validation_set"
+(decoder layers, whole models, product figures and kernels whose constant is not fitted),
+which never enter a fit. `--fit` refits the fitted constants by least squares on log ratios
+(`simulator.fitting`), computes the leave-one-out error of every fitted figure, and writes the
+constants and the leave-one-out errors back. Every run simulates all figures with the current
+constants and, unless `--no-write`, stores the result (validation error, error bar from the
+held-out residuals) under "last_result", where `wafersim` reads it, and regenerates
+docs/calibration.md. `--sensitivity` reruns gpt2-small and llama-8b `wafersim run` with each
+constant at +/-20 % (minutes) and stores the table for the doc.
+
+The model-level point compiles the real `llama-8b` decode program (about 40 s), places it on
+420x420 PEs and simulates it with `simulator.phases.simulate_decode`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
+import functools
 import json
+import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,210 +34,200 @@ from rich.table import Table
 
 from core.geometry import Rect
 from core.target import load_target
+from simulator import fitting
 from simulator.cost import CALIBRATION_PATH, Calibration, CostModel, load_calibration
 from simulator.engine import GraphBuilder, simulate
 from simulator.kernels import LLAMA3_8B, decode_layer, simulate_kernel
 from simulator.phases import PlacementCache, SimOptions, simulate_decode
 
-DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "calibration.md"
-TARGET = "wse2"
+ROOT = Path(__file__).resolve().parents[1]
+DOC_PATH = ROOT / "docs" / "calibration.md"
 GEMV_SIZE, GEMV_GRID = 16384, (720, 720)
 GEMM_SIZE, GEMM_GRID = 8640, (720, 720)
+FP32_GEMM_SIZE, FP32_GEMM_GRID = 33000, (750, 750)
 DECODE_GRID, DECODE_KV_LEN, DECODE_LAYERS = (420, 420), 4096, 32
-FIT_GRID = {"vector_op_overhead_cycles": range(0, 4), "task_start_cycles": range(0, 151, 5)}
+# The fitted constants, their bounds and first steps of the pattern search.
+FITTED = ("task_start_cycles", "vector_op_overhead_cycles")
+BOUNDS, STEPS = ((0, 300), (0, 12)), (20, 2)
 # The llama-8b decode placement, compiled once and reused by every calibration tried.
 PLACEMENTS = PlacementCache()
 
 
 @dataclass(frozen=True)
 class Point:
-    """One published figure, the range it allows, and how to simulate it."""
+    """One published figure as declared in the calibration file, and how to simulate it."""
 
+    id: str
     name: str
+    level: str
     published: str
     low: float
     high: float
     unit: str
     source: str
     fitted: bool
-    measure: Callable[[Calibration], float]
+    dtype: str = "fp16"
+    target: str = "wse2"
+    note: str = ""
+
+    @property
+    def measure(self) -> Callable[[Calibration], float]:
+        return MEASURES[self.id]
 
 
 def _gemv(algo: str, cal: Calibration) -> int:
     return simulate_kernel(
-        "gemv", 1, GEMV_SIZE, GEMV_SIZE, GEMV_GRID, algo, TARGET, x_resident=True, calibration=cal
+        "gemv", 1, GEMV_SIZE, GEMV_SIZE, GEMV_GRID, algo, "wse2", x_resident=True, calibration=cal
     ).cycles
 
 
-def _gemm(algo: str, cal: Calibration):
-    return simulate_kernel(
-        "gemm", GEMM_SIZE, GEMM_SIZE, GEMM_SIZE, GEMM_GRID, algo, TARGET, calibration=cal
-    )
+@functools.lru_cache(maxsize=256)
+def _gemm(algo: str, cal: Calibration, size: int = GEMM_SIZE, dtype: str = "fp16"):
+    grid = GEMM_GRID if size == GEMM_SIZE else FP32_GEMM_GRID
+    return simulate_kernel("gemm", size, size, size, grid, algo, "wse2", dtype, calibration=cal)
 
 
-def _decode_layer(cal: Calibration) -> int:
+def _decode_layer(cal: Calibration, target: str = "wse2", grid=DECODE_GRID) -> int:
     b = GraphBuilder()
-    cm = CostModel(load_target(TARGET), cal)
-    decode_layer(b, cm, Rect(0, 0, *DECODE_GRID), LLAMA3_8B, DECODE_KV_LEN, "tree")
+    cm = CostModel(load_target(target), cal)
+    decode_layer(b, cm, Rect(0, 0, *grid), LLAMA3_8B, DECODE_KV_LEN, "tree")
     return simulate(b.tasks).makespan_cycles
+
+
+def _wse3_layer(cal: Calibration) -> int:
+    """The layer on its share of the WSE-3 rectangle when 32 layers are pipelined over it."""
+    t = load_target("wse3")
+    side = math.isqrt(t.num_pes // DECODE_LAYERS)
+    return _decode_layer(cal, "wse3", (side, side))
 
 
 def _model_decode_layer(cal: Calibration) -> float:
     """Cycles per decoder layer of the compiled llama-8b decode step (KV cache of 4096 tokens)
-    on 420x420 PEs of WSE-2: from the end of the embedding to the end of the last decoder
-    layer, over the layers. The 8B weights do not fit 420x420 PEs, so the placement streams
-    them; WaferLLM holds them in SRAM, so they count as resident (no external traffic)."""
+    on one 420x420 region of WSE-2, each layer in turn on the whole region (streaming order, as
+    WaferLLM runs it; `auto` would pipeline the layers over several such regions), from the end
+    of the embedding to the end of the last decoder layer, over the layers; weights count as
+    resident (WaferLLM holds them in SRAM)."""
     options = SimOptions(
-        TARGET,
+        "wse2",
         seq=DECODE_KV_LEN - 1,
         decode_steps=1,
         grid=DECODE_GRID,
         calibration=cal,
+        mode="streaming",
+        wafers=1,
         resident_weights=True,
     )
     phase = simulate_decode("llama-8b", options, PLACEMENTS)
     layers = [
         layer for layer in phase.sim.layers if any(p.isdigit() for p in layer.name.split("."))
     ]
-    first = min(layers, key=lambda layer: layer.stage).stage
+    first = min(layer.stage for layer in layers)
     before = max(layer.end_cycles for layer in phase.sim.layers if layer.stage < first)
     return (max(layer.end_cycles for layer in layers) - before) / len(layers)
 
 
-DECODE_CYCLES = 1.1e9 / 2700 / DECODE_LAYERS
-POINTS = (
-    Point(
-        "GEMV [1,16384] x [16384,16384], tree",
-        "1.2 µs",
-        1320,
-        1320,
-        "cycles",
-        "WaferLLM (OSDI'25) MeshGEMV, WSE-2 at 1.1 GHz",
-        True,
-        lambda cal: _gemv("tree", cal),
-    ),
-    Point(
-        "GEMV chain / tree all-reduce",
-        "4-8x",
-        4,
-        8,
-        "x",
-        "WaferLLM: MeshGEMV vs the vendor's pipelined all-reduce GEMV",
-        True,
-        lambda cal: _gemv("chain", cal) / _gemv("tree", cal),
-    ),
-    Point(
-        f"GEMM {GEMM_SIZE}^3 SUMMA / Cannon",
-        "2-3x",
-        2,
-        3,
-        "x",
-        "WaferLLM: MeshGEMM vs SUMMA near 720x720 PEs",
-        True,
-        lambda cal: _gemm("summa", cal).cycles / _gemm("cannon", cal).cycles,
-    ),
-    Point(
-        "Llama-3-8B decode, one layer",
-        "2,700 tok/s",
-        DECODE_CYCLES,
-        DECODE_CYCLES,
-        "cycles",
-        "WaferLLM: 420x420 PEs, 32 layers, 1.1 GHz",
-        True,
-        _decode_layer,
-    ),
-    Point(
-        "Llama-3-8B decode, one layer, model-level",
-        "2,700 tok/s",
-        DECODE_CYCLES,
-        DECODE_CYCLES,
-        "cycles",
-        "WaferLLM: 420x420 PEs, 32 layers; the compiled, placed llama-8b decode program",
-        False,
-        _model_decode_layer,
-    ),
-    Point(
-        "GEMM Cannon FMAC utilisation",
-        "> 70 %",
-        0.70,
-        1.0,
-        "fraction",
-        "WaferLLM: MeshGEMM near 720x720 PEs",
-        False,
-        lambda cal: _gemm("cannon", cal).utilization,
-    ),
-    Point(
-        "GEMM SUMMA FMAC utilisation",
-        "< 50 %",
-        0.0,
-        0.50,
-        "fraction",
-        "WaferLLM: SUMMA near 720x720 PEs",
-        False,
-        lambda cal: _gemm("summa", cal).utilization,
-    ),
-)
-ORDERINGS = (
-    ("GEMV all-reduce: tree < two_phase < chain", ("tree", "two_phase", "chain")),
-    ("GEMM: cannon < summa", ("cannon", "summa")),
-)
+def _fp32_tflops(cal: Calibration) -> float:
+    r = _gemm("summa", cal, FP32_GEMM_SIZE, "fp32")
+    return r.flops / r.seconds / 1e12
 
 
-def error_pct(value: float, low: float, high: float) -> float:
-    """0 inside [low, high], else the relative distance to the nearest end, in percent."""
-    if value < low:
-        return 100 * (value - low) / low
-    if value > high:
-        return 100 * (value - high) / high
-    return 0.0
+MEASURES: dict[str, Callable[[Calibration], float]] = {
+    "gemv_tree_720": lambda cal: _gemv("tree", cal),
+    "gemv_chain_over_tree": lambda cal: _gemv("chain", cal) / _gemv("tree", cal),
+    "gemm_summa_over_cannon": lambda cal: _gemm("summa", cal).cycles / _gemm("cannon", cal).cycles,
+    "gemm_cannon_utilisation": lambda cal: _gemm("cannon", cal).utilization,
+    "gemm_summa_utilisation": lambda cal: _gemm("summa", cal).utilization,
+    "decode_layer_kernel": lambda cal: _decode_layer(cal),
+    "decode_layer_model": _model_decode_layer,
+    "gemm_fp32_tflops": _fp32_tflops,
+    "decode_layer_wse3_product": _wse3_layer,
+}
 
 
-def fit(base: Calibration) -> tuple[Calibration, float]:
-    """Grid search over FIT_GRID minimising the largest |error| of the fitted points."""
-    best, best_err = base, float("inf")
-    names = list(FIT_GRID)
-    for values in itertools.product(*FIT_GRID.values()):
-        cal = dataclasses.replace(base, **dict(zip(names, values, strict=True)))
-        worst = max(abs(error_pct(p.measure(cal), p.low, p.high)) for p in POINTS if p.fitted)
-        if worst < best_err:
-            best, best_err = cal, worst
-    return best, best_err
+def load_points(path: Path = CALIBRATION_PATH) -> list[Point]:
+    """The fit set then the validation set of the calibration file."""
+    data = json.loads(path.read_text())
+    points = []
+    for key, fitted in (("fit_set", True), ("validation_set", False)):
+        for entry in data[key]:
+            points.append(Point(fitted=fitted, **entry))
+    return points
 
 
-def write_result(rows) -> None:
-    """Store the largest |error| over all points, and the model-level point, for `wafersim`."""
+def held_out_scope(p: Point) -> bool:
+    """Whether a held-out figure counts towards the validation error and error bar the reports
+    quote: the fp16/bf16 figures (reports default to 16 bits; fp32 is a blind spot)."""
+    return p.dtype != "fp32"
+
+
+def run_fit(points: list[Point], base: Calibration):
+    """Least squares over the fit set, then leave-one-out; returns (constants, loo)."""
+    fit_points = [p for p in points if p.fitted]
+
+    @functools.cache
+    def residuals(params: fitting.Params) -> dict[str, float]:
+        cal = dataclasses.replace(base, **dict(zip(FITTED, params, strict=True)))
+        return {p.id: fitting.log_residual(p.measure(cal), p.low, p.high) for p in fit_points}
+
+    names = [p.id for p in fit_points]
+    start = tuple(getattr(base, f) for f in FITTED)
+    params, _ = fitting.fit(residuals, names, start, BOUNDS, STEPS)
+    # each refit starts from the middle of the bounds, not from the full fit, so the figure
+    # it leaves out cannot steer it
+    middle = tuple((lo + hi) // 2 for lo, hi in BOUNDS)
+    loo = fitting.leave_one_out(residuals, names, middle, BOUNDS, STEPS)
+    return dict(zip(FITTED, params, strict=True)), {
+        name: {
+            "refit": dict(zip(FITTED, refit, strict=True)),
+            "error_pct": round(fitting.pct(r), 2),
+        }
+        for name, (refit, r) in loo.items()
+    }
+
+
+def write_fit(constants: dict[str, int], loo: dict) -> None:
     data = json.loads(CALIBRATION_PATH.read_text())
-    model = next(r for r in rows if r[0].measure is _model_decode_layer)
-    data["last_result"] = {
-        "max_abs_error_pct": round(max(abs(err) for *_, err in rows), 2),
-        "points": len(rows),
+    for name, value in constants.items():
+        data["fields"][name]["value"] = value
+    data["leave_one_out"] = loo
+    _write_atomically(CALIBRATION_PATH, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` whole: a crash leaves the old file, never half of a new one."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def evaluate(points: list[Point], cal: Calibration) -> list[tuple[Point, float, float]]:
+    """Every point's simulated value and error at `cal`."""
+    return [(p, v, fitting.error_pct(v, p.low, p.high)) for p in points for v in [p.measure(cal)]]
+
+
+def summarise(rows, loo: dict) -> dict:
+    """The "last_result" block: validation error and error bar from the held-out residuals."""
+    held = [(p, v) for p, v, _ in rows if not p.fitted and held_out_scope(p)]
+    residuals = [fitting.log_residual(v, p.low, p.high) for p, v in held]
+    residuals += [math.log1p(entry["error_pct"] / 100) for entry in loo.values()]
+    model = next(r for r in rows if r[0].id == "decode_layer_model")
+    return {
+        "validation_max_abs_error_pct": round(
+            max(abs(fitting.error_pct(v, p.low, p.high)) for p, v in held), 2
+        ),
+        "error_bar_pct": round(fitting.error_bar_pct(residuals), 1),
+        "fit_points": sum(p.fitted for p, *_ in rows),
+        "validation_points": len(held),
+        "loo_max_abs_error_pct": round(max(abs(e["error_pct"]) for e in loo.values()), 2),
+        "points": {p.id: {"simulated": round(v, 4), "error_pct": round(e, 2)} for p, v, e in rows},
         "model_level": {
             "point": model[0].name,
             "published_cycles": round(model[0].low),
-            "simulated_cycles": round(model[2]),
-            "error_pct": round(model[3], 2),
+            "simulated_cycles": round(model[1]),
+            "error_pct": round(model[2], 2),
         },
         "generated_by": "benchmarks/calibration.py",
     }
-    CALIBRATION_PATH.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def write_fit(cal: Calibration, worst_pct: float) -> None:
-    data = json.loads(CALIBRATION_PATH.read_text())
-    for name in FIT_GRID:
-        data["fields"][name]["value"] = getattr(cal, name)
-    data["fit"]["result"] = f"largest |error| over the fitted points: {worst_pct:.1f} %"
-    CALIBRATION_PATH.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def orderings(cal: Calibration) -> list[tuple[str, str, bool]]:
-    rows = []
-    for label, algos in ORDERINGS:
-        runner = _gemv if algos[0] == "tree" else (lambda a, c: _gemm(a, c).cycles)
-        cycles = [runner(a, cal) for a in algos]
-        shown = " < ".join(f"{a} {c:,}" for a, c in zip(algos, cycles, strict=True))
-        rows.append((label, shown, all(x < y for x, y in zip(cycles, cycles[1:], strict=False))))
-    return rows
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -237,89 +235,68 @@ def _fmt(value: float, unit: str) -> str:
         return f"{value:,.0f}"
     if unit == "fraction":
         return f"{100 * value:.1f} %"
-    return f"{value:.2f}x"
+    if unit == "x":
+        return f"{value:.2f}x"
+    return f"{value:,.1f} {unit}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fit", action="store_true", help="refit the constants first")
-    parser.add_argument("--no-write", action="store_true", help="do not write docs/calibration.md")
+    parser.add_argument(
+        "--sensitivity", action="store_true", help="rerun the headline figures at +/-20 %%"
+    )
+    parser.add_argument("--no-write", action="store_true", help="write nothing")
     args = parser.parse_args(argv)
+    points = load_points()
     cal = load_calibration()
+    console = Console()
     if args.fit:
-        cal, worst = fit(cal)
-        write_fit(cal, worst)
+        constants, loo = run_fit(points, cal)
+        write_fit(constants, loo)
         cal = load_calibration()
-    rows = []
-    for p in POINTS:
-        value = p.measure(cal)
-        published = p.published if p.unit != "cycles" else f"{p.published} ≈ {p.low:,.0f}"
-        rows.append((p, published, value, error_pct(value, p.low, p.high)))
-    checks = orderings(cal)
+    data = json.loads(CALIBRATION_PATH.read_text())
+    loo = data.get("leave_one_out", {})
+    rows = evaluate(points, cal)
+    result = summarise(rows, loo)
+    console.print(_table(rows, loo))
+    console.print(
+        f"held out: within {result['validation_max_abs_error_pct']:.1f} % on "
+        f"{result['validation_points']} validation figures; leave-one-out max "
+        f"{result['loo_max_abs_error_pct']:.1f} %; error bar ±{result['error_bar_pct']:.1f} %"
+    )
+    for name in FITTED + ("reduce_add_cycles", "exp_ops_per_element"):
+        console.print(f"  {name} = {getattr(cal, name)}  ({cal.source(name)})")
+    if args.sensitivity:
+        from calibration_sensitivity import sensitivity  # a sibling: run as a script
 
-    table = Table(title=f"Calibration against published {TARGET} measurements")
-    for col in ("point", "published", "simulated", "error", "fitted", "source"):
+        data["sensitivity"] = sensitivity(cal, console)
+    if not args.no_write:
+        data["last_result"] = result
+        _write_atomically(CALIBRATION_PATH, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        from calibration_doc import markdown
+
+        _write_atomically(DOC_PATH, markdown(rows, data, cal))
+        console.print(f"wrote {DOC_PATH.relative_to(ROOT)} and simulator/calibration.json")
+    return 0
+
+
+def _table(rows, loo: dict) -> Table:
+    table = Table(title="Calibration: fitted (kernel-level) and held-out published figures")
+    for col in ("point", "level", "published", "simulated", "error", "role", "LOO error"):
         table.add_column(col)
-    for p, published, value, err in rows:
+    for p, value, err in rows:
+        held = loo.get(p.id, {}).get("error_pct")
         table.add_row(
             p.name,
-            published,
+            p.level,
+            p.published,
             _fmt(value, p.unit),
             f"{err:+.1f} %",
-            "yes" if p.fitted else "check",
-            p.source,
+            "fit" if p.fitted else "held out",
+            "" if held is None else f"{held:+.1f} %",
         )
-    console = Console()
-    console.print(table)
-    for label, shown, ok in checks:
-        console.print(f"{'ok  ' if ok else 'FAIL'} {label}: {shown}")
-    constants = [
-        (f, getattr(cal, f), cal.source(f))
-        for f in (
-            "vector_op_overhead_cycles",
-            "task_start_cycles",
-            "reduce_add_cycles",
-            "exp_ops_per_element",
-        )
-    ]
-    for name, value, source in constants:
-        console.print(f"  {name} = {value}  ({source})")
-    if not args.no_write:
-        write_result(rows)
-        DOC_PATH.parent.mkdir(exist_ok=True)
-        DOC_PATH.write_text(_markdown(rows, checks, constants))
-        console.print(
-            f"wrote {DOC_PATH.relative_to(Path.cwd()) if DOC_PATH.is_relative_to(Path.cwd()) else DOC_PATH}"
-        )
-    failed = [r for r in rows if abs(r[3]) > 25] + [c for c in checks if not c[2]]
-    return 1 if failed else 0
-
-
-def _markdown(rows, checks, constants) -> str:
-    notes = json.loads(CALIBRATION_PATH.read_text())["fit"]
-    lines = [
-        "# Cost-model calibration",
-        "",
-        "Generated by `benchmarks/calibration.py`; do not edit by hand. Simulated with the",
-        f"`{TARGET}` preset (1.1 GHz, fp16) and the constants in `simulator/calibration.json`.",
-        'A range ("4-8x") counts as 0 % error anywhere inside it. Goal: every |error| <= 25 %',
-        "and every ordering right.",
-        "",
-        "| point | published | simulated | error | fitted | source |",
-        "|---|---|---|---|---|---|",
-    ]
-    for p, published, value, err in rows:
-        lines.append(
-            f"| {p.name} | {published} | {_fmt(value, p.unit)} | {err:+.1f} % | "
-            f"{'yes' if p.fitted else 'check only'} | {p.source} |"
-        )
-    lines += ["", "## Orderings", ""]
-    lines += [f"- {'ok' if ok else 'FAIL'}: {label} ({shown})" for label, shown, ok in checks]
-    lines += ["", "## Constants", "", "| constant | value | source |", "|---|---|---|"]
-    lines += [f"| `{name}` | {value} | {source} |" for name, value, source in constants]
-    lines += ["", "## Assumptions and fit", ""]
-    lines += [f"- **{key}**: {text}" for key, text in notes.items()]
-    return "\n".join(lines) + "\n"
+    return table
 
 
 if __name__ == "__main__":

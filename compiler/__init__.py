@@ -6,7 +6,7 @@ the `torch.compile` backend named "wafer".
 
 from compiler.api import compile
 from compiler.compiled import CompiledModule
-from compiler.lowering import supported_ops
+from compiler.lowering import op_limits, supported_ops
 from compiler.placement_report import PlacementReport
 from core.errors import (
     ArtifactError,
@@ -46,4 +46,5 @@ __all__ = [
     "PlacementReport",
     "compile",
     "supported_ops",
+    "op_limits",
 ]

@@ -1,4 +1,7 @@
-"""`python -m compiler MODEL`: compile a registered model, run it, check it against eager.
+"""`python -m compiler MODEL`: compile a model, run it, check it against eager.
+
+MODEL is a registered model, or a Hugging Face `config.json` or model directory
+(`models.hf_files`).
 
 Bad input exits with status 2 and one line on stderr: `python -m compiler: error: <reason>`.
 """
@@ -17,15 +20,43 @@ import compiler
 import models
 from core import dtypes
 from core.arguments import Parser, positive
+from core.errors import CommandLineError
 from core.target import load_target, presets
+from models import hf_files
 
 PROG = "python -m compiler"
+
+
+def _build(spec: str, batch: int, seq: int, dtype: torch.dtype) -> tuple[torch.nn.Module, tuple]:
+    """A registered model, or a Hugging Face config.json / model directory (its safetensors
+    weights, else seeded random ones), and token ids for it."""
+    if spec in models.names() or hf_files.config_path(spec) is None:
+        models.check_context(spec, seq)
+        inputs = models.example_inputs(spec, batch=batch, seq=seq)
+        return models.build(spec, dtype=dtype), inputs
+    model = hf_files.build(spec, dtype=dtype)
+    model.config.use_cache = False  # the logits only: no cache object out of the program
+    text = model.config.get_text_config(decoder=True)
+    limit = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None)
+    if limit is not None and seq > limit:
+        raise CommandLineError(f"--seq {seq} is beyond the config's {limit} positions")
+    ids = torch.randint(text.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
+    return model, (ids,)
+
+
+def _logits(output) -> torch.Tensor:
+    """The logits of a registered model's output (a tensor) or a Hugging Face one."""
+    return output if isinstance(output, torch.Tensor) else output.logits
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run `python -m compiler`; returns the exit status."""
     parser = Parser(prog=PROG, description=__doc__)
-    parser.add_argument("model", help=f"registered model: {', '.join(models.names())}")
+    parser.add_argument(
+        "model",
+        help=f"registered model ({', '.join(models.names())}), or a Hugging Face config.json "
+        "or model directory",
+    )
     parser.add_argument("--target", default="wse3", help=f"preset ({', '.join(presets())}) or file")
     parser.add_argument("--batch", type=positive, default=1)
     parser.add_argument("--seq", type=positive, default=32)
@@ -34,14 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     try:
         args = parser.parse_args(argv)
-        models.check_context(args.model, args.seq)
         target = load_target(args.target)
-        model = models.build(args.model, dtype=dtypes.by_label(args.dtype).torch)
-        inputs = models.example_inputs(args.model, batch=args.batch, seq=args.seq)
+        model, inputs = _build(args.model, args.batch, args.seq, dtypes.by_label(args.dtype).torch)
         compiled = compiler.compile(model, inputs, target=target)
         with torch.no_grad():
-            expected = model(*inputs)
-        actual = compiled(*inputs)
+            expected = _logits(model(*inputs))
+        actual = _logits(compiled(*inputs))
     except (compiler.WaferError, ValueError) as exc:
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

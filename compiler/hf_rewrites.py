@@ -8,6 +8,11 @@ the instance level for the duration of a ``with`` block; the model is restored o
 Registered rewrites (:data:`REWRITES`):
 
 * ``mamba-selective-scan``: ``transformers`` ``MambaMixer`` -> one ``wafer::selective_scan`` node.
+* ``moe-router`` / ``moe-experts``: MoE routers and experts modules -> ``wafer::moe_*`` ops
+  (``compiler.hf_moe``).
+* ``mamba2-ssd-scan``: the Mamba-2 mixers (Mamba-2, Bamba, Zamba-2, Nemotron-H,
+  Granite-MoE-hybrid) -> one ``wafer::ssd_scan`` node; ``falcon-jamba-selective-scan``:
+  FalconMamba's and Jamba's mixers -> one ``wafer::selective_scan`` node (``compiler.hf_ssd``).
 """
 
 import contextlib
@@ -19,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from compiler.hf_moe import EXPERTS, ROUTERS, experts_forward
+from compiler.hf_ssd import SSD_MIXERS
 from core.custom_ops import selective_scan
 
 
@@ -89,6 +96,9 @@ REWRITES: tuple[Rewrite, ...] = (
         target="transformers.models.mamba.modeling_mamba.MambaMixer",
         forward=_mamba_mixer_forward,
     ),
+    *(Rewrite("moe-experts", target, experts_forward) for target in EXPERTS),
+    *(Rewrite("moe-router", target, forward) for target, forward in ROUTERS.items()),
+    *(Rewrite(n, t, f) for n, (f, targets) in SSD_MIXERS.items() for t in targets),
 )
 
 

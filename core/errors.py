@@ -165,3 +165,18 @@ class ShardingError(WaferError, ValueError):
 class CacheDirError(WaferError):
     """The compiled-program cache directory is unsafe to load from (another user's, or writable
     by group or others) or cannot be created; says how to fix it or turn the cache off."""
+
+
+class HFConfigError(WaferError, ValueError):
+    """A Hugging Face `config.json` or model directory Wafer cannot build a model from: missing,
+    not JSON, an unknown or remote-code `model_type`, missing or bad fields; says what to fix."""
+
+
+class HFWeightsError(HFConfigError):
+    """A model directory's safetensors weights do not fit its config: unreadable files, missing,
+    unexpected or wrongly shaped tensors; names them."""
+
+
+class NoKVCacheError(HFConfigError):
+    """A Hugging Face family whose decode state is more than attention keys and values (Mamba
+    conv/SSM state, linear attention): its decode step cannot be compiled yet; prefill can."""

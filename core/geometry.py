@@ -53,3 +53,17 @@ class Rect(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.width}x{self.height}@({self.x},{self.y})"
+
+
+def l_route(src: Rect, dst: Rect) -> list[tuple[str, Rect]]:
+    """The links of an L-shaped route between two rectangles' centres, as (direction, the PEs
+    whose links towards it are used): along the source's rows, then the destination's
+    columns (E: x+1, S: y+1)."""
+    sx, sy = src.x + src.width // 2, src.y + src.height // 2
+    dx, dy = dst.x + dst.width // 2, dst.y + dst.height // 2
+    legs = []
+    if sx != dx:
+        legs.append(("E" if dx > sx else "W", Rect(min(sx, dx), src.y, abs(dx - sx), src.height)))
+    if sy != dy:
+        legs.append(("S" if dy > sy else "N", Rect(dst.x, min(sy, dy), dst.width, abs(dy - sy))))
+    return legs

@@ -24,6 +24,10 @@ LAYERS = ("reference", "jax", "tiled", "simulator")
 
 BOUND_BY_EXECUTOR = "binds a weight by name: every executor handles it itself, not as a kernel"
 WHOLE_TENSOR = "no tile-level dataflow: runs the reference kernel on whole tensors"
+SSD_TILED = (
+    "the reference kernel already runs chunk by chunk with the state carried, as the PEs of "
+    "its region do (heads are independent: splitting them over PEs changes no number)"
+)
 
 
 def _zero(operands: Sequence[Shape], results: Sequence[Shape]) -> int:
@@ -39,6 +43,13 @@ def _per_output(per_element: int) -> FlopCount:
 
 def _per_input(operands: Sequence[Shape], results: Sequence[Shape]) -> int:
     return math.prod(operands[0])
+
+
+def _per_input_times(per_element: int) -> FlopCount:
+    def count(operands: Sequence[Shape], results: Sequence[Shape]) -> int:
+        return per_element * math.prod(operands[0])
+
+    return count
 
 
 def _matmul(operands: Sequence[Shape], results: Sequence[Shape]) -> int:
@@ -59,8 +70,29 @@ def _selective_scan(operands: Sequence[Shape], results: Sequence[Shape]) -> int:
     return 9 * b * d * length * operands[2][-1]
 
 
+def _ssd_scan(operands: Sequence[Shape], results: Sequence[Shape]) -> int:
+    """The recurrence's work per step and (channel, state): decay, outer product, read-out (the
+    chunked form's extra intra-chunk work depends on its chunk: `simulator.cost.ssd_scan`)."""
+    batch, length, heads, width = operands[0]
+    return 6 * batch * length * heads * width * operands[3][-1]
+
+
 def _depthwise_conv1d(operands: Sequence[Shape], results: Sequence[Shape]) -> int:
     return 2 * math.prod(results[0]) * operands[1][-1]
+
+
+def _sort(operands: Sequence[Shape], results: Sequence[Shape]) -> int:
+    """Comparisons of a merge sort of every row: n log2 n per row of n (dim unknown here,
+    so the whole tensor's count bounds it)."""
+    n = math.prod(operands[0])
+    return n * max(1, math.ceil(math.log2(max(n, 2))))
+
+
+def _per_input_of(index: int) -> FlopCount:
+    def count(operands: Sequence[Shape], results: Sequence[Shape]) -> int:
+        return math.prod(operands[index])
+
+    return count
 
 
 @dataclass(frozen=True)
@@ -110,6 +142,7 @@ def _ops() -> dict[str, OpInfo]:
     add("matmul", "matmul", _matmul, **tiled)
     add("attention", "attention", _attention)
     add("selective_scan", "selective_scan", _selective_scan)
+    add("ssd_scan", "ssd_scan", _ssd_scan, tiled=SSD_TILED)
     add("embedding", "embedding", _per_output(1), **tiled)
     add("weight_tiles", "weight_tiles", _zero)
     add("tile_matmul", "tile_matmul", _tile_matmul)
@@ -119,6 +152,21 @@ def _ops() -> dict[str, OpInfo]:
     moves = "moves a value between PE regions: numerically the identity (reference kernel)"
     for name in ("fabric_broadcast", "fabric_stream", "host_transfer"):
         add(name, name, _zero, tiled=moves)
+    add("moe_router", "moe_router", _per_input_times(5), **tiled)
+    add("moe_dispatch", "moe_all_to_all", _zero, **tiled)
+    add("moe_combine", "moe_all_to_all", _per_input_times(2), **tiled)
+    add("grouped_matmul", "grouped_matmul", _matmul, **tiled)
+    add("floor ceil trunc round sign fmod remainder xor", "elementwise", _per_output(1), **tiled)
+    add(
+        "tan asin acos atan sinh cosh asinh acosh atanh expm1 log2 log10 atan2",
+        "transcendental",
+        _per_output(1),
+        **tiled,
+    )
+    add("cumprod", "reduce_along_dim", _per_input, **tiled)
+    add("sort", "reduce_along_dim", _sort, **tiled)
+    add("scatter", "elementwise", _per_input_of(1), **tiled)
+    add("fabric_permute", "fabric_permute", _zero, **tiled)
     return {op.name: op for op in ops}
 
 

@@ -62,7 +62,7 @@ def _jax_dtype(spec: TensorSpec) -> jnp.dtype:
     return jnp.dtype(str(spec.torch_dtype).removeprefix("torch."))
 
 
-def _out_dtype(ins: Instruction):
+def out_dtype(ins: Instruction):
     return _jax_dtype(ins.result_specs[0])
 
 
@@ -89,7 +89,7 @@ def _softplus(x: jax.Array, beta: float, threshold: float) -> jax.Array:
 
 def _iota(ins: Instruction, opts: Options) -> jax.Array:
     (n,) = ins.result_specs[0].shape
-    start, step, dtype = ins.attrs["start"], ins.attrs["step"], _out_dtype(ins)
+    start, step, dtype = ins.attrs["start"], ins.attrs["step"], out_dtype(ins)
     if jnp.issubdtype(dtype, jnp.floating):
         return (jnp.arange(n, dtype=jnp.float64) * step + start).astype(dtype)
     return jnp.arange(n, dtype=dtype) * int(step) + int(start)
@@ -153,7 +153,7 @@ register(
     "softplus",
     rule=lambda ins, opts, x: _softplus(x, ins.attrs["beta"], ins.attrs["threshold"]),
 )
-register("convert", rule=lambda ins, opts, x: x.astype(_out_dtype(ins)))
+register("convert", rule=lambda ins, opts, x: x.astype(out_dtype(ins)))
 register("cmp", rule=lambda ins, opts, a, b: _CMP[ins.attrs["predicate"]](a, b))
 register("where", rule=lambda ins, opts, c, a, b: jnp.where(c, a, b))
 
@@ -219,7 +219,7 @@ def _reduce(ins: Instruction, opts: Options, x) -> jax.Array:
     if not dims:
         return x
     out = _REDUCERS[ins.attrs["kind"]](x, axis=dims, keepdims=ins.attrs["keepdim"])
-    return out.astype(_out_dtype(ins))
+    return out.astype(out_dtype(ins))
 
 
 def _softmax(ins: Instruction, opts: Options, x) -> jax.Array:
@@ -251,7 +251,7 @@ register("reduce", rule=_reduce)
 register("argmax", rule=lambda ins, opts, x: jnp.argmax(x, axis=ins.attrs["dim"]))
 register(
     "cumsum",
-    rule=lambda ins, opts, x: jnp.cumsum(x, axis=ins.attrs["dim"], dtype=_out_dtype(ins)),
+    rule=lambda ins, opts, x: jnp.cumsum(x, axis=ins.attrs["dim"], dtype=out_dtype(ins)),
 )
 register("softmax", rule=_softmax)
 register("layer_norm", rule=_layer_norm)
@@ -274,7 +274,8 @@ def _index(ins: Instruction, opts: Options, x, *indices) -> jax.Array:
 
 
 register("reshape", rule=lambda ins, opts, x: x.reshape(ins.result_specs[0].shape))
-register("transpose", rule=lambda ins, opts, x: jnp.transpose(x, ins.attrs["permutation"]))
+for _op in ("transpose", "fabric_permute"):
+    register(_op, rule=lambda ins, opts, x: jnp.transpose(x, ins.attrs["permutation"]))
 register("broadcast", rule=lambda ins, opts, x: jnp.broadcast_to(x, ins.result_specs[0].shape))
 register("slice", rule=_slice)
 register("concat", rule=lambda ins, opts, a, b: jnp.concatenate((a, b), axis=ins.attrs["dim"]))
@@ -537,3 +538,8 @@ class JaxExecutable:
         with jax.enable_x64(True):
             arrays = [_from_torch(t, self.device) for t in inputs]
         return [to_torch(a) for a in self.run_device(arrays)]
+
+
+import runtime.jax_general  # noqa: E402, F401  (registers the rules of the general ops)
+import runtime.jax_moe  # noqa: E402, F401  (registers the rules of the MoE ops)
+import runtime.jax_ssd  # noqa: E402, F401  (registers the rule of `ssd_scan`)

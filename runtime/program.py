@@ -317,7 +317,7 @@ def constant_tensor(value: dict, spec: TensorSpec) -> torch.Tensor:
 
 
 # The ops that read by index tensors; `index_bounds` gives their valid ranges.
-INDEXED_OPS = ("embedding", "index")
+INDEXED_OPS = ("embedding", "index", "scatter")
 
 
 @dataclass(frozen=True)
@@ -343,6 +343,12 @@ def index_bounds(ins: Instruction, source_shape: Sequence[int]) -> tuple[IndexBo
         signed = ins.source_op != "aten.index_select.default"
         return tuple(
             IndexBound(1 + i, -n if signed else 0, n - 1, f"dim {d} of size {n}")
+            for i, (d, n) in enumerate(zip(ins.attrs["indexed_dims"], sizes, strict=True))
+        )
+    if ins.op == "scatter":
+        sizes = [source_shape[d] for d in ins.attrs["indexed_dims"]]
+        return tuple(
+            IndexBound(2 + i, -n, n - 1, f"dim {d} of size {n}")
             for i, (d, n) in enumerate(zip(ins.attrs["indexed_dims"], sizes, strict=True))
         )
     return ()

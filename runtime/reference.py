@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from core import moe
 from core.errors import ExecutionError
 from core.ops import OpTable
 from runtime.program import (
@@ -24,7 +25,7 @@ from runtime.program import (
 Kernel = Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]
 
 
-def _out_dtype(ins: Instruction) -> torch.dtype:
+def out_dtype(ins: Instruction) -> torch.dtype:
     return ins.result_specs[0].torch_dtype
 
 
@@ -80,7 +81,7 @@ def _slice(ins: Instruction, x) -> torch.Tensor:
     return x[tuple(index)]
 
 
-def _check_indices(ins: Instruction, source: torch.Tensor, *indices: torch.Tensor) -> None:
+def check_indices(ins: Instruction, source: torch.Tensor, *indices: torch.Tensor) -> None:
     """Raise `IndexOutOfRangeError` for an index outside the range eager accepts (see
     `runtime.program.index_bounds`), before the kernel raises a bare `IndexError`."""
     for bound in index_bounds(ins, source.shape):
@@ -91,12 +92,12 @@ def _check_indices(ins: Instruction, source: torch.Tensor, *indices: torch.Tenso
 
 
 def _embedding(ins: Instruction, weight, idx) -> torch.Tensor:
-    _check_indices(ins, weight, idx)
+    check_indices(ins, weight, idx)
     return F.embedding(idx, weight)
 
 
 def _index(ins: Instruction, x, *indices) -> torch.Tensor:
-    _check_indices(ins, x, *indices)
+    check_indices(ins, x, *indices)
     key: list = [slice(None)] * x.dim()
     for d, idx in zip(ins.attrs["indexed_dims"], indices, strict=True):
         key[d] = idx
@@ -106,7 +107,7 @@ def _index(ins: Instruction, x, *indices) -> torch.Tensor:
 def _iota(ins: Instruction) -> torch.Tensor:
     (n,) = _shape(ins)
     start, step = ins.attrs["start"], ins.attrs["step"]
-    dtype = _out_dtype(ins)
+    dtype = out_dtype(ins)
     if not dtype.is_floating_point:
         start, step = int(start), int(step)
     return (
@@ -127,6 +128,29 @@ def _scan(ins: Instruction, u, delta, a, b, c, d_skip, z, delta_bias, h0=None):
     return selective_scan_reference(
         u, delta, a, b, c, d_skip, z, delta_bias, ins.attrs["delta_softplus"], h0
     )
+
+
+def _ssd_scan(ins: Instruction, x, dt, a, b, c, d_skip, h0=None):
+    from core.ssd import ssd_scan_reference
+
+    return ssd_scan_reference(x, dt, a, b, c, d_skip, ins.attrs["chunk"], h0)
+
+
+def _moe_router(ins: Instruction, logits, selection_bias):
+    names = ("top_k", "scoring", "normalize", "groups", "topk_groups", "scale")
+    return moe.moe_router_reference(logits, selection_bias, *(ins.attrs[n] for n in names))
+
+
+def _moe_dispatch(ins: Instruction, x, indices, weights):
+    return moe.moe_dispatch(x, indices, weights, _shape(ins)[0], ins.attrs["capacity"])
+
+
+def _grouped_matmul(ins: Instruction, xs, w, bias) -> torch.Tensor:
+    return moe.grouped_matmul(xs, w, bias, bool(ins.attrs["transpose_rhs"]))
+
+
+def _moe_combine(ins: Instruction, ys, gates, slots) -> torch.Tensor:
+    return moe.moe_combine(ys, gates, slots, _shape(ins)[0])
 
 
 def _matmul(ins: Instruction, a, b, bias) -> torch.Tensor:
@@ -185,7 +209,7 @@ KERNELS: OpTable[Kernel] = OpTable(
         "not": _unary(torch.logical_not),
         "gelu": lambda ins, x: F.gelu(x, approximate=ins.attrs["approximate"]),
         "softplus": lambda ins, x: F.softplus(x, ins.attrs["beta"], ins.attrs["threshold"]),
-        "convert": lambda ins, x: x.to(_out_dtype(ins)),
+        "convert": lambda ins, x: x.to(out_dtype(ins)),
         "add": _binary(torch.add),
         "sub": _binary(torch.sub),
         "mul": _binary(torch.mul),
@@ -201,12 +225,13 @@ KERNELS: OpTable[Kernel] = OpTable(
         "attention": _attention,
         "reduce": _reduce,
         "argmax": lambda ins, x: torch.argmax(x, ins.attrs["dim"]),
-        "cumsum": lambda ins, x: torch.cumsum(x, ins.attrs["dim"], dtype=_out_dtype(ins)),
+        "cumsum": lambda ins, x: torch.cumsum(x, ins.attrs["dim"], dtype=out_dtype(ins)),
         "softmax": lambda ins, x: torch.softmax(x, ins.attrs["dim"]),
         "layer_norm": _layer_norm,
         "rms_norm": _rms_norm,
         "reshape": lambda ins, x: x.reshape(_shape(ins)),
         "transpose": lambda ins, x: x.permute(ins.attrs["permutation"]),
+        "fabric_permute": lambda ins, x: x.permute(ins.attrs["permutation"]),
         "broadcast": lambda ins, x: x.expand(_shape(ins)),
         "slice": _slice,
         "concat": lambda ins, a, b: torch.cat((a, b), ins.attrs["dim"]),
@@ -214,6 +239,11 @@ KERNELS: OpTable[Kernel] = OpTable(
         "index": _index,
         "depthwise_conv1d": _conv,
         "selective_scan": _scan,
+        "ssd_scan": _ssd_scan,
+        "moe_router": _moe_router,
+        "moe_dispatch": _moe_dispatch,
+        "grouped_matmul": _grouped_matmul,
+        "moe_combine": _moe_combine,
         # -- placement and fabric ops (compiler/passes): moves keep the value, reduce sums partials
         "weight_tiles": lambda ins, w: w,
         "fabric_broadcast": lambda ins, x: x,
@@ -254,3 +284,6 @@ def execute(
             if v is not None and last_use.get(v) == index:
                 env.pop(v, None)
     return [env[v] for v in program.outputs]
+
+
+import runtime.reference_general  # noqa: E402, F401  (registers the general ops' kernels)

@@ -371,6 +371,41 @@ def scan(cm: CostModel, length: int, channels: int, state: int, *, parts: int = 
     )
 
 
+def ssd_scan(
+    cm: CostModel, length: int, heads: int, width: int, state: int, chunk: int, *, parts: int = 1
+) -> Cost:
+    """Mamba-2's SSD scan in chunked-matmul form: `heads` heads of `width` channels over `parts`
+    PEs (a PE holding part of a head still forms the head's scores). Per head and chunk of T
+    steps, as multiply-adds over the PE's lanes: the intra-chunk quadratic part (scores C B^T,
+    T x T x N; their segment-sum decays and exp, T x T; scores . x, T x T x P), the read-out of
+    the carried state (T x N x P) and the state passed to the next chunk (T x N x P, then the
+    P x N state decayed); six vector passes per chunk. Sequential only from chunk to chunk, so a
+    small chunk suits a PE holding few channels of a head and a larger one a PE holding many."""
+    if length <= 0 or state <= 0 or chunk <= 0:
+        raise ValueError(f"bad ssd scan: length {length}, state {state}, chunk {chunk}")
+    per_pe_heads = _tile(heads, parts)
+    per_pe_width = _tile(width, max(1, parts // heads)) if parts > heads else width
+    t, n, p, b = min(chunk, length), state, per_pe_width, cm.element_bytes
+    exps = 2 + cm.calibration.exp_ops_per_element
+    macs = t * t * n + t * t * p + 2 * t * n * p + p * n
+    per_chunk = math.ceil((macs + t * t * exps) / cm.lanes)
+    per_chunk += 6 * cm.calibration.vector_op_overhead_cycles
+    chunks = _tile(length, t)
+    flops_per_chunk = 2 * t * t * (n + width) + 4 * t * n * width + t * t * exps + 2 * width * n
+    read_per_chunk = t * (p + 2 * n + 1) * b + (2 * p * n + 3 * t * t) * 4
+    return _local(
+        cm,
+        "scan",
+        compute_cycles=per_pe_heads * chunks * per_chunk,
+        read_bytes_pe=per_pe_heads * chunks * read_per_chunk,
+        write_bytes_pe=per_pe_heads * chunks * (t * p * b + (p * n + t * t) * 4),
+        pes=parts,
+        flops=float(heads * chunks * flops_per_chunk),
+        min_read_bytes=heads * length * (width + 2 * n + 1) * b,
+        min_write_bytes=heads * length * width * b,
+    )
+
+
 def transfer(cm: CostModel, nbytes: int, hops: int, *, steps: int = 1) -> Cost:
     """A stream (point-to-point or multicast) of `nbytes` over `hops` hops, repeated `steps` times
     store-and-forward (a shift that must land before it moves on)."""
@@ -416,3 +451,11 @@ def stream(cm: CostModel, nbytes: int) -> Cost:
         bound,
         external_bytes=float(nbytes),
     )
+
+
+def achievable_flops_per_cycle_per_pe(cm: CostModel, elements: int = 1024) -> float:
+    """FLOP/cycle one PE reaches on its best FMAC loop (a long vector of `elements`, no task
+    start): the achievable roofline beside the datasheet peak. Below the peak when the vector
+    overhead or the SRAM ports (reading weight and accumulator, writing the accumulator) bind."""
+    c = matmul(cm, 1, 1, elements)
+    return c.flops / (c.cycles - cm.calibration.task_start_cycles)

@@ -16,13 +16,15 @@ TINY = [name for name in models.names() if name.startswith("tiny-")]
 @dataclass(frozen=True)
 class OpCoverage:
     """One supported ATen op: its lowering family, the tiny models using it, the `wse` ops it
-    lowered to there, and the runtimes implementing all of those."""
+    lowered to there, the runtimes implementing all of those, and what its rule does not
+    cover (`compiler.op_limits()`, "" when nothing)."""
 
     op: str
     family: str
     models: list[str]
     wse_ops: list[str]
     runtimes: list[str]
+    limits: str = ""
 
 
 def coverage() -> list[OpCoverage]:
@@ -44,6 +46,7 @@ def coverage() -> list[OpCoverage]:
                     used_by[ins.source_op].add(name)
                     emits[ins.source_op].add(ins.op)
     rows = []
+    limits = compiler.op_limits()
     for name, family in compiler.supported_ops().items():
         wse_ops = sorted(emits.get(name, ()))
         rows.append(
@@ -53,6 +56,7 @@ def coverage() -> list[OpCoverage]:
                 models=sorted(used_by.get(name, ())),
                 wse_ops=wse_ops,
                 runtimes=[r for r, ops in runtimes.items() if wse_ops and set(wse_ops) <= ops],
+                limits=limits[name],
             )
         )
     return rows

@@ -6,21 +6,28 @@ A task is one step of a program, with a cost computed beforehand by `simulator.c
 form in cycles). It holds resources while it runs:
 
 - a compute task holds its PE region (a rectangle) for its whole duration;
-- a fabric task holds the directed links of its footprint for `cost.link_busy_cycles` cycles from
-  its start (the serialisation of its wavelets); the rest of its duration (ramps, hops, per-step
-  adds) is pipelined latency that holds no link. It may also hold a region: the cores that drive
-  a blocking collective;
+- a fabric task sends `cost.link_busy_cycles` wavelets over every directed link of its footprint
+  (the rest of its duration, ramps, hops and per-step adds, is pipelined latency); it may also
+  hold a region: the cores that drive a blocking collective. Each transfer on a link has a colour
+  of its own (a virtual channel), and the colours share the link's one wavelet per cycle round
+  robin (`_Links`); at most `colors` (the target's) transfers share a link at once, a further
+  one waits for a colour to free up;
 - a stream task holds the single external-memory channel (weight streaming) for its duration;
 - a link task (a transfer between two wafers of a cluster) holds its `channel`, the sending
   wafer's I/O, while it sends its bytes (`cost.link_busy_cycles`); the link's latency after
   that holds nothing.
 
 A task is ready when every dependency has ended, and starts at the first cycle, at or after that,
-when all its resources are free. Resources are granted in ready order (first come, first served;
-ties by task id), and never pre-empted, so two transfers that share a link serialise their
-wavelets: the second starts when the first's last wavelet has left the link. The event heap is
-ordered by (time, priority, sequence): ends before readiness at the same cycle, then insertion
-order, so the same graph always gives the same events.
+when its region (and a colour on each of its links) is free. Regions are granted in ready order
+(first come, first served; ties by task id) and never pre-empted. Links are shared, not locked:
+a transfer that starts while others use some of its links interleaves with them, each
+processor-sharing fairly, so with remaining wavelets r_j on the others (service not yet given)
+the newcomer of w wavelets is stretched by sum_j min(r_j, w) on its most shared link and each
+other transfer j by min(r_j, w) (its end moves later; its cores are not held longer). A
+one-wavelet message behind a 16,384-wavelet transfer so takes 2 cycles of link time, not 16,385;
+two equal transfers both end after 2 w. The event heap is ordered by (time, priority, sequence):
+ends before readiness at the same cycle, then insertion order, so the same graph always gives
+the same events.
 
 Aggregation
 -----------
@@ -29,9 +36,12 @@ same work in lockstep: a compute task covers the rectangle of PEs that each run 
 for the largest tile, which is the critical path), and a fabric task covers the union of the links
 used by its parallel copies (the all-reduce of every column of a GEMV is one task whose footprint
 is those columns' north/south links, as a few `LinkSpan` rectangles). Contention is decided by
-intersecting rectangles of links with the same direction, which is exact because copies of one
-task use disjoint links; a task's cost is the closed form of one copy, so a kernel whose tasks do
-not contend ends at exactly the sum of the closed forms on its critical path. Per-link load stays
+intersecting rectangles of links with the same direction (copies of one task use disjoint
+links); the stretch of a newcomer counts, for each transfer it meets, those that also meet it
+where the two overlap (an upper bound on the most shared link). A task's cost is the closed form
+of one copy, so a kernel whose tasks do not contend ends at exactly the sum of the closed forms
+on its critical path. `simulator.wavelets` checks this aggregated model against a wavelet-level
+simulation of a 16x16 region (docs/fabric.md gives the bound). Per-link load stays
 derivable from the events (footprint x busy cycles), for heat-maps, without per-link events.
 
 Translating a placed program
@@ -50,6 +60,7 @@ event.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -185,26 +196,93 @@ class GraphBuilder:
 
 
 class _Reservations:
-    """Busy-until boxes: (until, key, x0, y0, x1, y1), key "R" for a PE region, else a link
-    direction. A request starts once every overlapping box with the same key has ended."""
+    """Busy-until boxes of PE regions: (until, x0, y0, x1, y1). A request starts once every
+    overlapping box has ended."""
 
-    def __init__(self):
-        self._held: list[tuple[int, str, int, int, int, int]] = []
+    def __init__(self) -> None:
+        self._held: list[tuple[int, int, int, int, int]] = []
 
-    def free_at(self, boxes: Sequence[tuple[str, int, int, int, int]], now: int) -> int:
+    def free_at(self, box: tuple[int, int, int, int] | None, now: int) -> int:
         self._held = held = [h for h in self._held if h[0] > now]
         start = now
-        for until, key, x0, y0, x1, y1 in held:
-            if until <= start:
-                continue
-            for k, a0, b0, a1, b1 in boxes:
-                if k == key and x0 < a1 and a0 < x1 and y0 < b1 and b0 < y1:
-                    start = until
-                    break
+        if box is None:
+            return start
+        a0, b0, a1, b1 = box
+        for until, x0, y0, x1, y1 in held:
+            if until > start and x0 < a1 and a0 < x1 and y0 < b1 and b0 < y1:
+                start = until
         return start
 
-    def hold(self, boxes: Sequence[tuple[str, int, int, int, int]], until: int) -> None:
-        self._held.extend((until, *box) for box in boxes)
+    def hold(self, box: tuple[int, int, int, int] | None, until: int) -> None:
+        if box is not None:
+            self._held.append((until, *box))
+
+
+_Box = tuple[str, int, int, int, int]
+
+
+def _meets(a: Sequence, b: Sequence) -> bool:
+    """Whether two (direction, x0, y0, x1, y1) boxes share a link."""
+    return a[0] == b[0] and a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]
+
+
+def _clip(a: Sequence, b: Sequence) -> _Box:
+    return (a[0], max(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3]), min(a[4], b[4]))
+
+
+class _Links:
+    """Transfers on directed links, sharing them by colour: each hold is
+    [until, start, task, wavelets, (direction, x0, y0, x1, y1)], `until` moving later when a
+    newcomer takes a share of the link (`share`)."""
+
+    def __init__(self, colors: int) -> None:
+        if colors < 1:
+            raise ValueError(f"a link needs at least one colour, got {colors}")
+        self.colors = colors
+        self._held: list[list] = []
+
+    def prune(self, now: int) -> None:
+        self._held = [h for h in self._held if h[0] > now]
+
+    def _meeting(self, boxes: Sequence[_Box], start: int) -> list[list]:
+        return [h for h in self._held if h[0] > start and any(_meets(h[4], b) for b in boxes)]
+
+    def colour_free_at(self, boxes: Sequence[_Box], start: int) -> int:
+        """The first cycle from `start` when fewer than `colors` transfers use its links."""
+        while True:
+            active = [h for h in self._meeting(boxes, start) if h[1] <= start]
+            if len(active) < self.colors:
+                return start
+            start = min(h[0] for h in active)
+
+    def share(
+        self, task: int, boxes: Sequence[_Box], start: int, wavelets: int
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """Admit `wavelets` on `boxes` from `start`: the newcomer's stretch, and the (task,
+        delay) of each transfer it slows down (round robin between colours)."""
+        meeting = self._meeting(boxes, start)
+        shares = []
+        for h in meeting:
+            until, begun, _, own, _ = h
+            left = own * (until - max(start, begun)) / (until - begun)
+            shares.append(min(left, wavelets))
+        stretch = 0.0
+        for h, mine in zip(meeting, shares, strict=True):
+            where = next(_clip(h[4], b) for b in boxes if _meets(h[4], b))
+            others = sum(
+                s
+                for k, s in zip(meeting, shares, strict=True)
+                if k is not h and _meets(k[4], where)
+            )
+            stretch = max(stretch, mine + others)
+        delays: dict[int, int] = {}
+        for h, mine in zip(meeting, shares, strict=True):
+            delays[h[2]] = max(delays.get(h[2], 0), math.ceil(mine))
+        for h in self._held:  # a slowed transfer holds all its links longer
+            h[0] += delays.get(h[2], 0)
+        until = start + wavelets + math.ceil(stretch)
+        self._held.extend([until, start, task, wavelets, b] for b in boxes)
+        return math.ceil(stretch), [(j, d) for j, d in delays.items() if d]
 
 
 def _check_rect(rect: Rect) -> None:
@@ -212,60 +290,80 @@ def _check_rect(rect: Rect) -> None:
         raise ValueError(f"bad rectangle {rect}: needs x, y >= 0 and width, height >= 1")
 
 
-def _box(key: str, r: Rect) -> tuple[str, int, int, int, int]:
-    return (key, r.x, r.y, r.x + r.width, r.y + r.height)
+def _corners(r: Rect) -> tuple[int, int, int, int]:
+    return (r.x, r.y, r.x + r.width, r.y + r.height)
 
 
-def simulate(tasks: Sequence[Task]) -> Timeline:
-    """Run the task graph; every task id must only depend on earlier ids."""
+def _first_free(busy: _Reservations, links: _Links, region, boxes, now: int) -> int:
+    """The first cycle from `now` when the region is free and every link has a colour free."""
+    start = busy.free_at(region, now)
+    while boxes and (later := links.colour_free_at(boxes, start)) != start:
+        start = busy.free_at(region, later)
+    return start
+
+
+def _dependents(tasks: Sequence[Task]) -> list[list[int]]:
     dependents: list[list[int]] = [[] for _ in tasks]
-    missing = [len(t.deps) for t in tasks]
     for i, task in enumerate(tasks):
         for d in task.deps:
             if not 0 <= d < i:
                 raise ValueError(f"task {i} ({task.name!r}) depends on {d}, not an earlier task")
             dependents[d].append(i)
+    return dependents
 
-    heap: list[tuple[int, int, int, int]] = []
-    sequence = 0
-    for i in range(len(tasks)):
-        if not missing[i]:
-            heap.append((0, _READY, sequence, i))
-            sequence += 1
+
+def simulate(tasks: Sequence[Task], colors: int = 24) -> Timeline:
+    """Run the task graph; every task id must only depend on earlier ids. `colors`: how many
+    transfers may share one link at once (the target's routable colours)."""
+    dependents = _dependents(tasks)
+    missing = [len(t.deps) for t in tasks]
+    roots = [i for i in range(len(tasks)) if not missing[i]]
+    heap = [(0, _READY, seq, i) for seq, i in enumerate(roots)]
+    sequence = len(heap)
     heapq.heapify(heap)
 
-    busy = _Reservations()
+    busy, links = _Reservations(), _Links(colors)
     channels: dict[str, int] = {}
-    events: list[Event | None] = [None] * len(tasks)
+    ready, start_at, end_at = [0] * len(tasks), [-1] * len(tasks), [-1] * len(tasks)
     while heap:
         now, priority, _, i = heapq.heappop(heap)
         task = tasks[i]
         if priority == _END:
+            if now != end_at[i]:
+                continue  # a stale end: the transfer was slowed down since
             for j in dependents[i]:
                 missing[j] -= 1
                 if not missing[j]:
                     heapq.heappush(heap, (now, _READY, sequence, j))
                     sequence += 1
             continue
-        region = [_box("R", task.region)] if task.region is not None else []
-        links = [_box(s.direction, s.rect) for s in task.links]
-        start = busy.free_at(region + links, now)
+        region = _corners(task.region) if task.region is not None else None
+        wavelets = task.cost.link_busy_cycles
+        boxes = [(s.direction, *_corners(s.rect)) for s in task.links] if wavelets else []
+        links.prune(now)
+        start = _first_free(busy, links, region, boxes, now)
         channel = "external" if task.kind == "stream" else task.channel
         if channel:
             start = max(start, channels.get(channel, 0))
-        end = start + task.cost.cycles
+        stretch = 0
+        if boxes:
+            stretch, delays = links.share(i, boxes, start, wavelets)
+            for j, delay in delays:
+                end_at[j] += delay
+                heapq.heappush(heap, (end_at[j], _END, sequence, j))
+                sequence += 1
+        end = start + task.cost.cycles + stretch
         busy.hold(region, end)
-        busy.hold(links, start + task.cost.link_busy_cycles)
         if channel:  # a wafer link is free again once its bytes are sent, not after latency
             channels[channel] = start + task.cost.link_busy_cycles if task.kind == "link" else end
-        events[i] = _event(i, task, now, start, end)
+        ready[i], start_at[i], end_at[i] = now, start, end
         heapq.heappush(heap, (end, _END, sequence, i))
         sequence += 1
 
-    done = tuple(e for e in events if e is not None)
-    if len(done) != len(tasks):
+    if min(end_at, default=0) < 0:
         raise ValueError("task graph has unreachable tasks")
-    return Timeline(done, max((e.end_cycles for e in done), default=0))
+    done = tuple(_event(i, t, ready[i], start_at[i], end_at[i]) for i, t in enumerate(tasks))
+    return Timeline(done, max(end_at, default=0))
 
 
 def _event(task_id: int, task: Task, ready: int, start: int, end: int) -> Event:

@@ -26,6 +26,7 @@ from core.target import Target, cluster, load_target
 from runtime.program import Program
 from simulator.cost import Calibration, load_calibration
 from simulator.engine import simulate
+from simulator.moe import moe_notes
 from simulator.placements import Placement, PlacementCache, PlacementKey, place_module
 from simulator.summary import SimResult, summarize
 from simulator.translate import streams_weights, translate
@@ -162,7 +163,7 @@ def simulate_placed(
         resident_weights=resident_weights,
     )
     return summarize(
-        simulate(graph.tasks),
+        simulate(graph.tasks, target.colors),
         target,
         dtype=dtype,
         streaming=streams_weights(program),
@@ -222,7 +223,7 @@ class Phase:
         return min(latency_bound, self.tokens * clock / max(self.sim.slowest_stage_cycles, 1))
 
 
-def _phase(
+def make_phase(
     name: str,
     placement: Placement,
     options: SimOptions,
@@ -249,6 +250,7 @@ def _phase(
     )
     if options.resident_weights and sim.mode == "streaming":
         notes = (WHAT_IF_RESIDENT, *notes)
+    notes = (*notes, *moe_notes(placement.program))
     return Phase(
         name=name,
         tokens=tokens,
@@ -329,7 +331,7 @@ def simulate_prefill(model: str, options: SimOptions, placements: PlacementCache
             if chunks > 1
             else f"pipelined, one pass: prompts under {2 * CHUNK_TOKENS} tokens are not chunked"
         )
-    return _phase(
+    return make_phase(
         "prefill",
         placement,
         options,
@@ -369,7 +371,7 @@ def _chunked_prefill(
         f"input; {chunks} chunks through {len(placement.report.layers)} stages (one pass, then "
         f"the slowest stage's chunk time per further chunk); {timing}"
     )
-    return _phase(
+    return make_phase(
         "prefill",
         timed,
         options,
@@ -399,7 +401,7 @@ def simulate_decode(model: str, options: SimOptions, placements: PlacementCache)
     note = f"decode compiled once for position {options.decode_position}; {state}"
     if steps > 1:
         note += f"; per-token figures are averages over {steps} steps"
-    return _phase(
+    return make_phase(
         "decode",
         placement,
         options,
@@ -468,7 +470,7 @@ def simulate_model(
         target = placement.report.target
         tokens = math.prod(inputs[0].shape) if inputs and hasattr(inputs[0], "shape") else 1
         note = "custom module: only its prefill (one forward pass on the factory's inputs)"
-        phase = _phase(
+        phase = make_phase(
             "prefill",
             placement,
             options,

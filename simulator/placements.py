@@ -26,6 +26,7 @@ from core.errors import ModelSimError, PlacementError
 from core.target import Target
 from runtime.program import Program
 from simulator.disk_cache import DiskCache
+from simulator.moe import with_routed_load
 
 # `PlacementCache.prefetch` compiles in side processes only models of this many layers or more:
 # starting one (Python and torch imports) costs about as much as compiling a smaller model.
@@ -60,12 +61,15 @@ class PlacementKey:
 
 
 def place_module(module: torch.nn.Module, inputs: tuple, target: Target, mode: str) -> Placement:
-    """Compile `module` on `inputs` and place it on `target` in `mode`, timed."""
+    """Compile `module` on `inputs` and place it on `target` in `mode`, timed; MoE layers get
+    the expert load that routing `inputs` gives (`simulator.moe.with_routed_load`)."""
     clock = time.perf_counter()
-    placed = compiler.compile(module, inputs, target=target, mode=mode).placed
+    compiled = compiler.compile(module, inputs, target=target, mode=mode)
+    placed = compiled.placed
     if placed is None:
         raise ModelSimError(f"compiling for {target.name} placed nothing")
-    return Placement(placed.program, placed.report, time.perf_counter() - clock)
+    program = with_routed_load(placed.program, compiled, inputs)
+    return Placement(program, placed.report, time.perf_counter() - clock)
 
 
 class PlacementCache:

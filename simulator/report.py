@@ -14,7 +14,12 @@ from collections.abc import Sequence
 
 from compiler.placement_report import SCHEMA_VERSION
 from core.target import Target
-from simulator.cost import CALIBRATION_PATH, Calibration
+from simulator.cost import (
+    CALIBRATION_PATH,
+    Calibration,
+    CostModel,
+    achievable_flops_per_cycle_per_pe,
+)
 from simulator.coverage import OpCoverage
 from simulator.kernels import KernelResult
 from simulator.phases import WHAT_IF_RESIDENT, ModelSim, Phase, SimOptions
@@ -26,15 +31,28 @@ def calibration_constants(calibration: Calibration) -> dict:
     return {name: value for name, value in vars(calibration).items() if name != "sources"}
 
 
-def calibration_summary(calibration: Calibration) -> dict:
+# What a report on a WSE-3 target says is not calibrated there.
+UNCALIBRATED_WSE3 = (
+    "WSE-3 is not calibrated: the constants are fitted on WSE-2, and WSE-3's SIMD width and "
+    "SRAM ports are unpublished (derived) figures"
+)
+
+
+def calibration_summary(calibration: Calibration, target: Target | str | None = None) -> dict:
     """The constants and the last calibration result (`benchmarks/calibration.py` writes it
-    into `simulator/calibration.json`)."""
+    into `simulator/calibration.json`): the error on held-out figures (not the fit error), the
+    error bar from the held-out residuals, and what is not calibrated on `target`."""
     result = json.loads(CALIBRATION_PATH.read_text()).get("last_result", {})
+    wafer = target if isinstance(target, str) or target is None else target.wafer
     return {
         "constants": calibration_constants(calibration),
-        "max_abs_error_pct": result.get("max_abs_error_pct"),
-        "points": result.get("points", 0),
+        "validation_error_pct": result.get("validation_max_abs_error_pct"),
+        "error_bar_pct": result.get("error_bar_pct"),
+        "validation_points": result.get("validation_points", 0),
+        "fit_points": result.get("fit_points", 0),
+        "loo_max_abs_error_pct": result.get("loo_max_abs_error_pct"),
         "model_level": result.get("model_level"),
+        "uncalibrated": UNCALIBRATED_WSE3 if wafer and wafer.startswith("wse3") else None,
         "source": "docs/calibration.md (benchmarks/calibration.py)",
     }
 
@@ -119,11 +137,16 @@ def run_report(result: ModelSim, calibration: Calibration) -> dict:
         seq=result.seq,
         clock_hz=result.target.clock_hz,
         peak_flops=result.prefill.sim.peak_flops,
+        achievable_peak_flops=achievable_flops_per_cycle_per_pe(
+            CostModel(result.target, calibration, result.dtype)
+        )
+        * result.target.num_pes
+        * result.target.clock_hz,
         utilization=result.prefill.sim.utilization,
         prefill=phase_report(result.prefill),
         decode=phase_report(result.decode),
         what_if=what_if(result.prefill) or what_if(result.decode),
-        calibration=calibration_summary(calibration),
+        calibration=calibration_summary(calibration, result.target),
         notes=list(result.notes),
     )
     return report
@@ -167,7 +190,7 @@ def sweep_report(points: Sequence[SweepPoint], options: SimOptions) -> dict:
         "target": target if isinstance(target, str) else target.name,
         "dtype": options.dtype,
         "rows": [sweep_row(point) for point in points],
-        "calibration": calibration_summary(options.calibration),
+        "calibration": calibration_summary(options.calibration, options.target),
     }
 
 

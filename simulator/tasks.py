@@ -22,7 +22,7 @@ from typing import Any
 
 from core import dtypes
 from core.errors import ModelSimError
-from core.geometry import Rect
+from core.geometry import Rect, l_route
 from core.target import Target
 from runtime.program import Instruction, TensorSpec
 from simulator import collectives, cost
@@ -131,18 +131,8 @@ def _contains(outer: Rect, inner: Rect) -> bool:
 
 
 def _route(src: Rect, dst: Rect) -> tuple[LinkSpan, ...]:
-    """The links of an L-shaped route between the regions' centres: along the source's rows,
-    then along the destination's columns."""
-    sx, sy = src.x + src.width // 2, src.y + src.height // 2
-    dx, dy = dst.x + dst.width // 2, dst.y + dst.height // 2
-    spans = []
-    if sx != dx:
-        rect = Rect(min(sx, dx), src.y, abs(dx - sx), src.height)
-        spans.append(LinkSpan("E" if dx > sx else "W", rect))
-    if sy != dy:
-        rect = Rect(dst.x, min(sy, dy), dst.width, abs(dy - sy))
-        spans.append(LinkSpan("S" if dy > sy else "N", rect))
-    return tuple(spans)
+    """The links of an L-shaped route between the regions' centres (`geometry.l_route`)."""
+    return tuple(LinkSpan(direction, rect) for direction, rect in l_route(src, dst))
 
 
 class Translation:
@@ -227,18 +217,23 @@ class Translation:
             self.moves[key] = self.move(value, home, 0, "move", labels)
         return self.moves[key]
 
-    def move_cost(self, value: Value, dst: Rect, hops: int = 0) -> cost.Cost:
+    def move_cost(self, value: Value, dst: Rect, hops: int = 0, relays: int = 0) -> cost.Cost:
         """`value` streamed from its PEs to `dst` over `hops` hops (default: between the
         centres), split over parallel minimal routes: as many lanes as the longer sides of
-        both rectangles allow."""
+        both rectangles allow; each of `relays` (placement's `route-colors`) adds the target's
+        `relay_latency_cycles`."""
         src = value.where or dst
         lanes = min(max(src.width, src.height), max(dst.width, dst.height))
         hops = hops or max(1, hops_between(src, dst))
-        return cost.transfer(self.cms[self.dtype], max(1, ceil_div(value.nbytes, lanes)), hops)
+        cm = self.cms[self.dtype]
+        c = cost.transfer(cm, max(1, ceil_div(value.nbytes, lanes)), hops)
+        return replace(c, cycles=c.cycles + relays * cm.target.relay_latency_cycles)
 
-    def move(self, value: Value, dst: Rect, hops: int, name: str, labels) -> Frontier:
+    def move(
+        self, value: Value, dst: Rect, hops: int, name: str, labels, relays: int = 0
+    ) -> Frontier:
         """A fabric task moving `value` to `dst` along an L-shaped route."""
-        c = self.move_cost(value, dst, hops)
+        c = self.move_cost(value, dst, hops, relays)
         route = _route(value.where or dst, dst)
         return (self.add(name, "fabric", c, value.frontier, None, labels, route),)
 

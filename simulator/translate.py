@@ -30,7 +30,8 @@ registered in `TRANSLATE`:
   wait for the previous layer (one layer at a time on the grid). "sram" weights and "state"
   host transfers are free; "data" host transfers use the external channel (host I/O);
 - the "free" class (`param`, `constant`, `reshape`, `broadcast`) and transposes that only move
-  size-1 dims cost nothing: the value stays where it was; other transposes are elementwise.
+  size-1 dims cost nothing: the value stays where it was; other transposes are elementwise
+  (PE-local). `fabric_permute` (one that crosses PEs) is an all-to-all: `simulator.permutes`.
 
 Labels `op`, `node`, `location` and `layer` (the stage) are on every task.
 """
@@ -330,7 +331,8 @@ def _fabric_stream(t: Translation, op: PlacedOp) -> Value:
             return t.landed[key]
         first = t.landed[key]  # already on this wafer: on from where it landed
         moving, hops = Value(first.frontier, first.where, moving.nbytes, "act"), 0
-    front = t.move(moving, region, hops, ins.node or "stream", op.labels)
+    relays = ins.attrs.get("relays", 0)
+    front = t.move(moving, region, hops, ins.node or "stream", op.labels, relays)
     return Value(front, region, 0, "act")
 
 
@@ -442,3 +444,8 @@ def _fabric_reduce(t: Translation, op: PlacedOp) -> Value:
         )
         t.stage_tasks[t.stage] += front
     return Value(front, where, 0, "act")
+
+
+import simulator.moe  # noqa: E402, F401  (registers the rules of the MoE cost classes)
+import simulator.permutes  # noqa: E402, F401  (registers the rule of `fabric_permute`)
+import simulator.translate_ssd  # noqa: E402, F401  (registers the rule of `ssd_scan`)

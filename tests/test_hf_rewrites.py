@@ -21,7 +21,8 @@ def _ids(seq: int = 10) -> torch.Tensor:
 
 
 def test_registry_is_documented():
-    assert [r.name for r in REWRITES] == ["mamba-selective-scan"]
+    assert REWRITES[0].name == "mamba-selective-scan"
+    assert {"moe-router", "moe-experts"} <= {r.name for r in REWRITES}
     assert all(r.doc for r in REWRITES)
 
 

@@ -1,8 +1,8 @@
 """The verification matrix: every model x runtime x dtype x phase against eager PyTorch.
 
 Models: the reference `models/` tiny configs (prefill and decode graphs) and tiny Hugging Face
-GPT-2, Llama and Mamba (prefill; their decode path runs through HF cache objects, which the
-reference models' explicit-state decode graphs cover). Each case compiles once, placed on a
+GPT-2, Llama and Mamba (prefill), and the decode step of HF GPT-2 and Llama with their KV cache
+as explicit state (`models.hf_state`). Each case compiles once, placed on a
 16x16 test mesh, and runs on every runtime in `RUNTIMES`.
 """
 
@@ -18,6 +18,7 @@ from hf_models import input_ids
 
 import compiler
 import models
+from models import hf_state
 from runtime.execution import RUNTIMES
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -27,13 +28,22 @@ CASES = [
     for name in ("tiny-gpt2", "tiny-llama", "tiny-mamba", "tiny-hybrid")
     for phase in ("prefill", "decode")
 ] + [(f"hf-{n}", "prefill") for n in ("gpt2", "llama", "mamba")]
+CASES += [(f"hf-{n}", "decode") for n in ("gpt2", "llama")]  # explicit KV cache: models.hf_state
 
 
 @functools.cache
 def compiled_case(name: str, phase: str, dtype: str):
     """(compiled module, inputs, kwargs, eager outputs as a flat list)."""
     torch_dtype = DTYPES[dtype]
-    if name.startswith("hf-"):
+    if name.startswith("hf-") and phase == "decode":
+        hf = build_hf(name.removeprefix("hf-"), torch_dtype)
+        with torch.no_grad():
+            state = hf_state.HFPrefill(hf, 12)(input_ids())[1:]
+        model: torch.nn.Module = hf_state.HFDecode(hf)
+        inputs, kwargs = (input_ids(seq=1), torch.tensor([8]), *state), {}
+        with torch.no_grad():
+            expected = list(model(*inputs))
+    elif name.startswith("hf-"):
         model = build_hf(name.removeprefix("hf-"), torch_dtype)
         inputs, kwargs = (input_ids(),), {"use_cache": False}
         with torch.no_grad():
@@ -55,7 +65,7 @@ def compiled_case(name: str, phase: str, dtype: str):
 def test_matrix(name, phase, dtype, runtime):
     compiled, inputs, kwargs, expected = compiled_case(name, phase, dtype)
     out = compiled.using(runtime)(*inputs, **kwargs)
-    actual = [out.logits] if name.startswith("hf-") else list(out)
+    actual = [out.logits] if name.startswith("hf-") and phase == "prefill" else list(out)
     assert len(actual) == len(expected)
     for a, e in zip(actual, expected, strict=True):
         assert_matches(a, e, compute_dtype=DTYPES[dtype])

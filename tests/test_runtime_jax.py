@@ -4,6 +4,7 @@ import jax
 import pytest
 import torch
 
+from core import moe
 from runtime import reference
 from runtime.jax_runtime import RULES, JaxExecutable, register, scan_chunk_length
 from runtime.program import Instruction, Program, TensorSpec
@@ -260,6 +261,74 @@ CASES = [
     ),
     _case("iota", attrs={"start": 3.0, "step": 2.0}, outs=[_spec([5], torch.int64)]),
     _case("iota", attrs={"start": 0.5, "step": 0.1}, outs=[_spec([7], torch.float32)], id="iota-f"),
+]
+
+# The general ops (#11), Mamba-2's scan, the MoE ops and the fabric permute (#14).
+UNIT = ["asin", "acos", "atanh"]  # defined on (-1, 1)
+GENERAL_UNARY = ["floor", "ceil", "trunc", "round", "sign", "tan", "atan", "sinh", "cosh"]
+GENERAL_UNARY += ["asinh", "expm1"]
+ROUTED = torch.stack([torch.arange(6) % 4, (torch.arange(6) + 1) % 4], 1)  # top-2 of 4 experts
+GATES = positive(6, 2)
+CASES += [
+    *(_case(op, randn(3, 5) * 3) for op in GENERAL_UNARY),
+    *(_case(op, torch.rand(3, 5, generator=GEN) * 1.8 - 0.9) for op in UNIT),
+    _case("acosh", positive(3, 5) + 1),
+    *(_case(op, positive(3, 5)) for op in ["log2", "log10"]),
+    *(_case(op, randn(3, 1, 5) * 4, positive(4, 5) + 0.5) for op in ["fmod", "remainder"]),
+    _case("atan2", randn(3, 1, 5), randn(4, 5)),
+    _case("xor", mask(4, 1), mask(3)),
+    _case("cumprod", randn(3, 5), attrs={"dim": 1}, outs=[_spec([3, 5], torch.float32)]),
+    _case("sort", randn(4, 6), attrs={"dim": 1, "descending": True}),
+    _case(
+        "scatter",
+        randn(5, 4),
+        randn(3, 4),
+        torch.tensor([4, 0, 4]),
+        attrs={"indexed_dims": [0], "accumulate": True},
+    ),
+    _case("fabric_permute", randn(2, 3, 4), attrs={"permutation": [2, 0, 1]}),
+    _case(
+        "ssd_scan",
+        randn(2, 10, 4, 3),
+        positive(2, 10, 4),
+        -positive(4),
+        randn(2, 10, 2, 5),
+        randn(2, 10, 2, 5),
+        randn(4),
+        randn(2, 4, 3, 5),
+        attrs={"chunk": 4},
+    ),
+    _case(
+        "moe_router",
+        randn(6, 4),
+        None,
+        attrs={
+            "top_k": 2,
+            "scoring": "topk_softmax",
+            "normalize": True,
+            "groups": 1,
+            "topk_groups": 1,
+            "scale": 1.0,
+        },
+    ),  # fmt: skip
+    _case(
+        "moe_dispatch",
+        randn(6, 8),
+        ROUTED,
+        GATES,
+        attrs={"capacity": 6},
+        outs=[_spec([4, 6, 8], torch.float32), _spec([4, 6], torch.float32)]
+        + [_spec([4, 6], torch.int64)],
+    ),
+    _case(
+        "moe_combine",
+        randn(4, 6, 8),
+        *moe.moe_slots(ROUTED, GATES, 4, 6)[::-1],
+        outs=[_spec([6, 8], torch.float32)],
+    ),
+    _case(
+        "grouped_matmul", randn(4, 5, 8), randn(4, 3, 8), randn(4, 3), attrs={"transpose_rhs": True}
+    ),  # fmt: skip
 ]
 
 

@@ -201,6 +201,74 @@ class NotOp(_Unary, name="not"):
     """Logical not of an i1 tensor."""
 
 
+class FloorOp(_Unary, name="floor"):
+    """Round toward -inf, elementwise."""
+
+
+class CeilOp(_Unary, name="ceil"):
+    """Round toward +inf, elementwise."""
+
+
+class TruncOp(_Unary, name="trunc"):
+    """Round toward zero, elementwise."""
+
+
+class RoundOp(_Unary, name="round"):
+    """Round half to even, elementwise."""
+
+
+class SignOp(_Unary, name="sign"):
+    """-1, 0 or 1 by the sign of x (NaN stays NaN), elementwise."""
+
+
+class TanOp(_Unary, name="tan"):
+    """`tan(x)`, elementwise."""
+
+
+class AsinOp(_Unary, name="asin"):
+    """`asin(x)`, elementwise."""
+
+
+class AcosOp(_Unary, name="acos"):
+    """`acos(x)`, elementwise."""
+
+
+class AtanOp(_Unary, name="atan"):
+    """`atan(x)`, elementwise."""
+
+
+class SinhOp(_Unary, name="sinh"):
+    """`sinh(x)`, elementwise."""
+
+
+class CoshOp(_Unary, name="cosh"):
+    """`cosh(x)`, elementwise."""
+
+
+class AsinhOp(_Unary, name="asinh"):
+    """`asinh(x)`, elementwise."""
+
+
+class AcoshOp(_Unary, name="acosh"):
+    """`acosh(x)`, elementwise."""
+
+
+class AtanhOp(_Unary, name="atanh"):
+    """`atanh(x)`, elementwise."""
+
+
+class Expm1Op(_Unary, name="expm1"):
+    """`exp(x) - 1`, elementwise."""
+
+
+class Log2Op(_Unary, name="log2"):
+    """`log2(x)`, elementwise."""
+
+
+class Log10Op(_Unary, name="log10"):
+    """`log10(x)`, elementwise."""
+
+
 class GeluOp(Wse.Operation, name="gelu"):
     """GELU, exact (`approximate = "none"`) or the tanh approximation (`"tanh"`).
 
@@ -295,6 +363,22 @@ class AndOp(_Binary, name="and"):
 
 class OrOp(_Binary, name="or"):
     """Logical or of i1 tensors, broadcasting."""
+
+
+class FmodOp(_Binary, name="fmod"):
+    """C's `fmod`: remainder of `lhs / rhs` truncated toward zero (sign of lhs), broadcasting."""
+
+
+class RemainderOp(_Binary, name="remainder"):
+    """Python's `%`: remainder of `lhs / rhs` floored (sign of rhs), broadcasting."""
+
+
+class Atan2Op(_Binary, name="atan2"):
+    """`atan2(lhs, rhs)`, broadcasting."""
+
+
+class XorOp(_Binary, name="xor"):
+    """Logical exclusive or of i1 tensors, broadcasting."""
 
 
 CMP_PREDICATES = ("eq", "ne", "lt", "le", "gt", "ge")
@@ -490,6 +574,44 @@ class CumsumOp(Wse.Operation, name="cumsum"):
         return True
 
 
+class CumprodOp(Wse.Operation, name="cumprod"):
+    """Inclusive prefix product along `dim`; same shape as the input."""
+
+    input: Tensor
+    dim: ir.IntegerAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        return CumsumOp.verify_invariants(self)
+
+
+class SortOp(Wse.Operation, name="sort"):
+    """Stable sort along `dim`, ascending or `descending` (NaN sorts as the largest): the
+    sorted values and their i64 source positions, both of the input's shape.
+
+    `%v, %i = "wse.sort"(%x) {descending = true, dim = 1 : i64}
+        : (tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x8xi64>)`
+
+    `topk` is this op and a slice of the first k.
+    """
+
+    input: Tensor
+    dim: ir.IntegerAttr
+    descending: ir.IntegerAttr
+    values: TensorResult
+    indices: TensorResult
+
+    def verify_invariants(self) -> bool:
+        shape, dim = _shape(self.input), ir.IntegerAttr(self.attributes["dim"]).value
+        if not 0 <= dim < max(len(shape), 1):
+            return _fail(self, "dim must be in range")
+        if _shape(self.values) != shape or _shape(self.indices) != shape:
+            return _fail(self, "values and indices must have the input's shape")
+        if _elem(self.values) != _elem(self.input) or _elem(self.indices) != "i64":
+            return _fail(self, "values keep the input's element type, indices are i64")
+        return True
+
+
 # ---------------------------------------------------------------------------- normalisation
 
 
@@ -679,6 +801,36 @@ class IndexOp(Wse.Operation, name="index"):
         return True
 
 
+class ScatterOp(Wse.Operation, name="scatter"):
+    """The inverse of `wse.index` (torch's `index_put`): a copy of `input` whose elements at
+    `input[i_0, ..., i_k]` (i64 index tensors on `indexed_dims`, full slices elsewhere) are
+    `updates` (broadcast to the indexed shape), or `input + updates` there when `accumulate`.
+
+    `%y = "wse.scatter"(%x, %u, %i) {accumulate = false, indexed_dims = [0]}
+        : (tensor<8x4xf32>, tensor<3x4xf32>, tensor<3xi64>) -> tensor<8x4xf32>`
+
+    Without `accumulate`, which of two updates to one element wins is unspecified (as in
+    eager); with it, duplicates add up. `scatter`, `slice_scatter` and `index_put` lower here.
+    """
+
+    input: Tensor
+    updates: Tensor
+    indices: Sequence[Tensor]
+    indexed_dims: ir.ArrayAttr
+    accumulate: ir.IntegerAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        dims, shape = _ints(self.attributes["indexed_dims"]), _shape(self.input)
+        if len(dims) != len(self.indices) or any(not 0 <= d < len(shape) for d in dims):
+            return _fail(self, "one index tensor per indexed dim, each dim in range")
+        if _shape(self.result) != shape or _elem(self.result) != _elem(self.input):
+            return _fail(self, "result must have the input's type")
+        if _elem(self.updates) != _elem(self.input):
+            return _fail(self, "updates must have the input's element type")
+        return True
+
+
 class DepthwiseConv1dOp(Wse.Operation, name="depthwise_conv1d"):
     """Depthwise 1-D convolution over (B, C, L) with weight (C, 1, W), zero `padding` both sides.
 
@@ -740,6 +892,180 @@ class SelectiveScanOp(Wse.Operation, name="selective_scan"):
             return _fail(self, "h0 must be (B, D, N)")
         if "chunk" in self.attributes and not 1 <= _int(self, "chunk") <= length:
             return _fail(self, f"chunk must be between 1 and the sequence length {length}")
+        return True
+
+
+class SsdScanOp(Wse.Operation, name="ssd_scan"):
+    """Mamba-2's SSD scan over time in chunked-matmul form, one op per layer.
+
+    Operands: x (B, L, H, P), H heads of P channels; dt (B, L, H), the discretised step; a (H,);
+    b, c (B, L, G, N), shared by the H/G heads of a group; d_skip (H,); h0 (B, H, P, N), the
+    state before the first step (zeros when absent). Per head
+    `h_t = exp(dt_t a) h_{t-1} + dt_t x_t b_t^T`, `y_t = h_t c_t + d_skip x_t`. Results: y
+    (B, L, H, P) and the final state (B, H, P, N), in x's element type. The sequence runs
+    `chunk` steps at a time (chunk >= 1): inside a chunk a masked (chunk x chunk) product of c
+    and b, between chunks the state. Heads partition across PEs with no traffic but the
+    broadcast of b and c; `chunk-scan` picks a chunk whose working set fits a PE.
+    """
+
+    x: Tensor
+    dt: Tensor
+    a: Tensor
+    b: Tensor
+    c: Tensor
+    d_skip: Tensor | None
+    h0: Tensor | None
+    chunk: ir.IntegerAttr
+    y: TensorResult
+    last_state: TensorResult
+
+    def verify_invariants(self) -> bool:
+        x = _shape(self.x)
+        if len(x) != 4 or len(_shape(self.b)) != 4:
+            return _fail(self, "needs x (B, L, H, P) and b, c (B, L, G, N)")
+        batch, length, heads, width = x
+        groups, state = _shape(self.b)[2:]
+        if _shape(self.dt) != (batch, length, heads) or _shape(self.a) != (heads,):
+            return _fail(self, "needs dt (B, L, H) and a (H,)")
+        if _shape(self.c) != _shape(self.b) or _shape(self.b)[:2] != (batch, length):
+            return _fail(self, "b and c must be (B, L, G, N)")
+        if groups < 1 or heads % groups:
+            return _fail(self, f"the {heads} heads must split evenly into the {groups} groups")
+        if self.d_skip is not None and _shape(self.d_skip) != (heads,):
+            return _fail(self, "d_skip must be (H,)")
+        if self.h0 is not None and _shape(self.h0) != (batch, heads, width, state):
+            return _fail(self, "h0 must be (B, H, P, N)")
+        if _shape(self.y) != x or _shape(self.last_state) != (batch, heads, width, state):
+            return _fail(self, "results must be y (B, L, H, P) and last_state (B, H, P, N)")
+        if _int(self, "chunk") < 1:
+            return _fail(self, "chunk must be at least 1")
+        return True
+
+
+class MoeRouterOp(Wse.Operation, name="moe_router"):
+    """Top-k routing of T tokens over E experts: logits (T, E) -> weights (T, k) f32 and
+    indices (T, k) i64 (`core.moe`).
+
+    `scoring`: "softmax" (over all experts, then top-k), "topk_softmax" (top-k of the logits,
+    softmax over the k) or "sigmoid" (experts chosen by sigmoid + `selection_bias` (E,) within the
+    best `topk_groups` of `groups` equal groups; weights the unbiased scores). `normalize`
+    divides the k weights by their sum; `scale` multiplies them last.
+    """
+
+    logits: Tensor
+    selection_bias: Tensor | None
+    top_k: ir.IntegerAttr
+    scoring: ir.StringAttr
+    normalize: ir.IntegerAttr
+    groups: ir.IntegerAttr
+    topk_groups: ir.IntegerAttr
+    scale: ir.FloatAttr
+    weights: TensorResult
+    indices: TensorResult
+
+    def verify_invariants(self) -> bool:
+        logits = _shape(self.logits)
+        k, groups = _int(self, "top_k"), _int(self, "groups")
+        if len(logits) != 2:
+            return _fail(self, "logits must be (T, E)")
+        tokens, experts = logits
+        if not 1 <= k <= experts:
+            return _fail(self, f"top_k must be between 1 and the {experts} experts")
+        if _str(self, "scoring") not in ("softmax", "topk_softmax", "sigmoid"):
+            return _fail(self, "scoring must be 'softmax', 'topk_softmax' or 'sigmoid'")
+        if groups < 1 or experts % groups or not 1 <= _int(self, "topk_groups") <= groups:
+            return _fail(self, "groups must divide E and 1 <= topk_groups <= groups")
+        if self.selection_bias is not None and _shape(self.selection_bias) != (experts,):
+            return _fail(self, "selection_bias must be (E,)")
+        if _shape(self.weights) != (tokens, k) or _shape(self.indices) != (tokens, k):
+            return _fail(self, "results must be weights and indices (T, top_k)")
+        if _elem(self.weights) != "f32" or _elem(self.indices) != "i64":
+            return _fail(self, "weights must be f32 and indices i64")
+        return True
+
+
+class MoeDispatchOp(Wse.Operation, name="moe_dispatch"):
+    """Token rows x (T, H) packed into `capacity` slots per expert by the router's indices and
+    weights (T, k): xs (E, C, H), gates (E, C) f32 (0 in an empty slot), slots (E, C) i64 (the
+    slot's token, T when empty). Tokens fill an expert's slots in token order; those past its
+    capacity are dropped, so C = T never drops. On the wafer: all-to-all, token rows travel from
+    their PEs to the experts' regions.
+    """
+
+    input: Tensor
+    indices: Tensor
+    weights: Tensor
+    capacity: ir.IntegerAttr
+    xs: TensorResult
+    gates: TensorResult
+    slots: TensorResult
+
+    def verify_invariants(self) -> bool:
+        x, idx, out = _shape(self.input), _shape(self.indices), _shape(self.xs)
+        if len(x) != 2 or len(idx) != 2 or idx[0] != x[0] or _shape(self.weights) != idx:
+            return _fail(self, "needs input (T, H) and indices, weights (T, k)")
+        if _elem(self.indices) != "i64":
+            return _fail(self, "indices must be i64")
+        capacity = _int(self, "capacity")
+        if not 1 <= capacity <= x[0]:
+            return _fail(self, f"capacity must be between 1 and the {x[0]} tokens")
+        if len(out) != 3 or out[1:] != (capacity, x[1]) or out[0] < 1:
+            return _fail(self, "xs must be (E, capacity, H)")
+        if _shape(self.gates) != out[:2] or _shape(self.slots) != out[:2]:
+            return _fail(self, "gates and slots must be (E, capacity)")
+        return True
+
+
+class GroupedMatmulOp(Wse.Operation, name="grouped_matmul"):
+    """One matmul per expert: xs (E, C, K) x rhs (E, K, N) -> (E, C, N), or rhs (E, N, K) used
+    transposed when `transpose_rhs`; the optional bias is (E, N). Each expert's weight lives on
+    its own PE region (`expert_regions`, set by placement: E rectangles [x, y, w, h] flattened).
+    """
+
+    lhs: Tensor
+    rhs: Tensor
+    bias: Tensor | None
+    transpose_rhs: ir.IntegerAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        x, w, out = _shape(self.lhs), _shape(self.rhs), _shape(self.result)
+        if len(x) != 3 or len(w) != 3 or w[0] != x[0]:
+            return _fail(self, "needs lhs (E, C, K) and rhs with the same E experts")
+        n, k = (w[1], w[2]) if _int(self, "transpose_rhs") else (w[2], w[1])
+        if k != x[2]:
+            return _fail(self, f"contraction dims differ: {x[2]} vs {k}")
+        if out != (x[0], x[1], n):
+            return _fail(self, "result must be (E, C, N)")
+        if self.bias is not None and _shape(self.bias) != (x[0], n):
+            return _fail(self, "bias must be (E, N)")
+        if "expert_regions" in self.attributes:
+            regions = _int_list(self, "expert_regions")
+            if regions is None or len(regions) != 4 * x[0]:
+                return _fail(self, "expert_regions must hold one [x, y, w, h] per expert")
+        return True
+
+
+class MoeCombineOp(Wse.Operation, name="moe_combine"):
+    """The experts' rows ys (E, C, H) back to their tokens: result (T, H) is, for each token,
+    the sum over its slots of gate x row (float32, in expert order), in ys's element type.
+    `slots` and `gates` come from `wse.moe_dispatch`; a slot holding T is empty. On the wafer:
+    the all-to-all back from the experts' regions.
+    """
+
+    input: Tensor
+    gates: Tensor
+    slots: Tensor
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        ys, out = _shape(self.input), _shape(self.result)
+        if len(ys) != 3 or _shape(self.gates) != ys[:2] or _shape(self.slots) != ys[:2]:
+            return _fail(self, "needs input (E, C, H), gates and slots (E, C)")
+        if len(out) != 2 or out[1] != ys[2] or out[0] < ys[1]:
+            return _fail(self, "result must be (T, H) with T >= capacity")
+        if _elem(self.slots) != "i64" or _elem(self.result) != _elem(self.input):
+            return _fail(self, "slots must be i64 and the result input's element type")
         return True
 
 
@@ -1023,6 +1349,36 @@ class FabricStreamOp(Wse.Operation, name="fabric_stream"):
             and _check_identity(self)
             and (_int(self, "hops") >= 0 or _fail(self, "hops must be >= 0"))
         )
+
+
+class FabricPermuteOp(Wse.Operation, name="fabric_permute"):
+    """A transpose whose elements change PEs: an all-to-all over the PEs of `region`.
+
+    `%t = "wse.fabric_permute"(%x) {permutation = [0, 2, 1, 3], region = [0, 0, 8, 8]}
+        : (tensor<1x16x4x8xf32>) -> tensor<1x4x16x8xf32>`
+
+    `result.shape[i] = input.shape[permutation[i]]`, as `wse.transpose`; the `fabric-permutes`
+    pass makes it from a transpose whose PE-distributed dims change order, and a transpose that
+    only moves size-1 dims (a relabelling) is never one.
+    """
+
+    input: Tensor
+    permutation: ir.ArrayAttr
+    region: ir.ArrayAttr
+    result: TensorResult
+
+    def verify_invariants(self) -> bool:
+        if not _check_region(self):
+            return False
+        perm, shape = _ints(self.attributes["permutation"]), _shape(self.input)
+        if sorted(perm) != list(range(len(shape))):
+            return _fail(self, "permutation must permute the input dims")
+        if tuple(shape[p] for p in perm) != _shape(self.result):
+            return _fail(self, "result shape must be the permuted input shape")
+        kept = [p for p in perm if shape[p] != 1]
+        if kept == sorted(kept):
+            return _fail(self, "only moves size-1 dims: a relabelling, use wse.transpose")
+        return True
 
 
 class HostTransferOp(Wse.Operation, name="host_transfer"):

@@ -6,12 +6,14 @@ from compiler.lowering import (  # noqa: F401  (importing registers the rules)
     elementwise,
     indexing,
     matmul,
+    moe,
     normalization,
     reduction,
     scan,
     shape,
+    sort,
 )
 from compiler.lowering.driver import lower
-from compiler.lowering.registry import RULES, op_name, supported_ops
+from compiler.lowering.registry import RULES, op_limits, op_name, supported_ops
 
-__all__ = ["RULES", "lower", "op_name", "supported_ops"]
+__all__ = ["RULES", "lower", "op_limits", "op_name", "supported_ops"]

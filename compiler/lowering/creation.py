@@ -26,3 +26,14 @@ def _full(ctx: LoweringContext, node: fx.Node):
     out = ctx.out_type()
     value_attr = splat_attr(value, out.shape, ctx.out_dtype())
     return build_constant(value_attr, out, ctx.location)
+
+
+@register(
+    aten.empty.memory_format,
+    aten.empty_permuted.default,
+    aten.empty_strided.default,
+    limits="the contents are zeros (eager leaves them uninitialised)",
+)
+def _empty(ctx: LoweringContext, node: fx.Node):
+    out = ctx.out_type()
+    return build_constant(splat_attr(0, out.shape, ctx.out_dtype()), out, ctx.location)

@@ -14,12 +14,14 @@ Check = Callable[[fx.Node], str | None]
 @dataclass(frozen=True)
 class Rule:
     """How one op overload lowers. `check(node)` returns why a concrete node is unsupported
-    (a variant the rule does not cover), or None when the rule applies."""
+    (a variant the rule does not cover), or None when the rule applies; `limits` says in
+    words what the rule covers (shown by `wafersim ops`), "" when it covers the op whole."""
 
     target: object
     lower: RuleFn
     family: str
     check: Check | None = None
+    limits: str = ""
 
     def unsupported_reason(self, node: fx.Node) -> str | None:
         return self.check(node) if self.check is not None else None
@@ -41,7 +43,13 @@ def supported_ops() -> dict[str, str]:
     }
 
 
-def register(*targets, check: Check | None = None):
+def op_limits() -> dict[str, str]:
+    """Every supported ATen op overload, by name, with what its rule does not cover ("" when
+    it covers every variant on every dtype Wafer compiles)."""
+    return {op_name(t): RULES[t].limits for t in sorted(RULES, key=op_name)}
+
+
+def register(*targets, check: Check | None = None, limits: str = ""):
     """Decorator registering `fn` as the rule for each target; a second registration fails."""
 
     def decorate(fn: RuleFn) -> RuleFn:
@@ -52,7 +60,7 @@ def register(*targets, check: Check | None = None):
                     f"{op_name(target)} already has a lowering rule "
                     f"({RULES[target].family}.{RULES[target].lower.__name__})"
                 )
-            RULES[target] = Rule(target, fn, family, check)
+            RULES[target] = Rule(target, fn, family, check, limits)
         return fn
 
     return decorate

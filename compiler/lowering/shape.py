@@ -95,6 +95,8 @@ def _cat(ctx: LoweringContext, node: fx.Node):
     rank = len(shape_of(out))
     dim = (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) % rank
     parts = [ctx.operand(t, dtype) for t in node.args[0] if t.meta["val"].numel() > 0]
+    if not parts:  # every input empty: so is the result
+        return ctx.constant(0, dtype, shape_of(out))
     result = parts[0]
     for part in parts[1:]:
         shape = list(shape_of(result))
@@ -118,3 +120,73 @@ def _getitem(ctx: LoweringContext, node: fx.Node):
 @register(aten._assert_tensor_metadata.default, aten._assert_scalar.default)
 def _assertion(ctx: LoweringContext, node: fx.Node):
     return None
+
+
+def pad_dim(ctx: LoweringContext, x, dim: int, before: int, after: int, value=0):
+    """`x` with `before` and `after` elements of `value` added along `dim` (negative amounts
+    crop instead)."""
+    size = shape_of(x)[dim]
+    x = slice_along(ctx, x, dim, max(-before, 0), size - max(-after, 0))
+    dtype = torch_dtype(x.type)
+    for amount, first in ((before, True), (after, False)):
+        if amount <= 0:
+            continue
+        shape = list(shape_of(x))
+        fill = ctx.constant(value, dtype, shape[:dim] + [amount] + shape[dim + 1 :])
+        shape[dim] += amount
+        pair = (fill, x) if first else (x, fill)
+        x = ctx.emit(wse.ConcatOp, *pair, i64_attr(dim), tensor_type(shape, dtype)).result
+    return x
+
+
+@register(aten.constant_pad_nd.default)
+def _constant_pad(ctx: LoweringContext, node: fx.Node):
+    """Pad (or, for negative amounts, crop) the last dims: `pad` holds (before, after) pairs
+    from the last dim backwards; padding is `value` (default 0)."""
+    x, pad = node.args[:2]
+    value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+    result = ctx.value(x)
+    rank = len(shape_of(result))
+    for i in range(len(pad) // 2):
+        result = pad_dim(ctx, result, rank - 1 - i, int(pad[2 * i]), int(pad[2 * i + 1]), value)
+    return result
+
+
+@register(aten.repeat.default)
+def _repeat(ctx: LoweringContext, node: fx.Node):
+    """`x.repeat(r)`: x viewed as (1, s0, 1, s1, ...), broadcast to (r0, s0, r1, s1, ...) and
+    flattened pairwise."""
+    x, repeats = ctx.value(node.args[0]), [int(r) for r in node.args[1]]
+    shape = [1] * (len(repeats) - len(shape_of(x))) + list(shape_of(x))
+    dtype = torch_dtype(x.type)
+    interleaved = [n for s in shape for n in (1, s)]
+    x = ctx.emit(wse.ReshapeOp, x, tensor_type(interleaved, dtype)).result
+    wide = [n for r, s in zip(repeats, shape, strict=True) for n in (r, s)]
+    x = ctx.emit(wse.BroadcastOp, x, tensor_type(wide, dtype)).result
+    return ctx.emit(wse.ReshapeOp, x, ctx.out_type()).result
+
+
+@register(aten.copy.default)
+def _copy(ctx: LoweringContext, node: fx.Node):
+    """`copy(dst, src)`: `src` converted to `dst`'s dtype and broadcast to its shape."""
+    src, out = ctx.operand(node.args[1], ctx.out_dtype()), ctx.out_type()
+    if shape_of(src) == shape_of(out):
+        return src
+    return ctx.emit(wse.BroadcastOp, src, out).result
+
+
+@register(aten.diagonal.default)
+def _diagonal(ctx: LoweringContext, node: fx.Node):
+    """`x.diagonal(offset, dim1, dim2)`: the two dims moved last, then picked by a pair of
+    index vectors; the diagonal becomes the last dim."""
+    args = list(node.args) + [0, 0, 1][len(node.args) - 1 :]
+    x, offset, dim1, dim2 = ctx.value(args[0]), int(args[1]), int(args[2]), int(args[3])
+    rank = len(shape_of(x))
+    dim1, dim2 = dim1 % rank, dim2 % rank
+    others = [d for d in range(rank) if d not in (dim1, dim2)]
+    x = transpose(ctx, x, others + [dim1, dim2])
+    length = shape_of(ctx.out_type())[-1]
+    rows = ctx.constant(torch.arange(length) + max(-offset, 0), torch.int64)
+    cols = ctx.constant(torch.arange(length) + max(offset, 0), torch.int64)
+    dims = int_list_attr([rank - 2, rank - 1])
+    return ctx.emit(wse.IndexOp, x, [rows, cols], dims, ctx.out_type()).result

@@ -18,7 +18,9 @@ What a placed module guarantees, for the simulators and runtimes that consume it
   PE rectangle and SRAM offset: an exact affine map from tile to PE and bytes);
 - matmuls on weights are `wse.tile_matmul` with `wse.fabric_broadcast` + `wse.fabric_reduce`
   (attribute `algorithm`: chain, tree, two_phase) or `wse.fabric_shift` (Cannon); values cross
-  stages through `wse.fabric_stream` and enter or leave through `wse.host_transfer`;
+  stages through `wse.fabric_stream` (with `relays` where its route found no free colour)
+  and enter or leave through `wse.host_transfer`; transposes that move elements between PEs
+  are `wse.fabric_permute`;
 - the module has `wse.placement` ({mode, target, grid, usable_sram_bytes_per_pe}),
   `wse.stages` and `wse.stage_regions`.
 """

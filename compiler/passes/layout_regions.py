@@ -127,6 +127,8 @@ class LayoutRegions:
                 region, dataflow = self._gemm_region(consumer, leaves[weight], usable)
                 for op in path + [consumer]:
                     set_ints(op, "region", region)
+                if kind(consumer) == "grouped_matmul":
+                    _place_experts(consumer, region, readers)
                 if dataflow:
                     consumer.attributes["dataflow"] = str_attr(dataflow)
 
@@ -292,10 +294,37 @@ class LayoutRegions:
 def _on_whole_stage(weight, readers: dict) -> bool:
     """Whether `weight`'s main consumer runs on the whole stage rather than on a rectangle of
     the weight's size: it is no matmul and its results have more elements than the weight (a
-    depthwise convolution over the prompt), so they would crowd a rectangle sized for it."""
+    depthwise convolution over the prompt), so they would crowd a rectangle sized for it. A
+    `wse.grouped_matmul`'s experts weight always has its rectangle; its bias runs there too."""
     consumer, _ = primary_consumer(weight, readers)
     made = sum(math.prod(shape_of(r)) for r in consumer.results)
+    if kind(consumer) == "grouped_matmul":  # its rhs has the rectangle; its bias follows it
+        return producer(consumer.operands[1]) != weight
     return matmul_weight(consumer) is None and made > math.prod(shape_of(weight.result))
+
+
+def expert_rects(region: Rect, experts: int) -> list[Rect]:
+    """`region` cut into one rectangle per expert (equal areas); with fewer PEs than experts,
+    expert i gets PE i mod the region's PEs."""
+    if region.num_pes < experts:
+        pes = [i % region.num_pes for i in range(experts)]
+        return [Rect(region.x + p % region.width, region.y + p // region.width, 1, 1) for p in pes]
+    parts = _guillotine(region, [(i, 1) for i in range(experts)])
+    return [parts[i] for i in range(experts)]
+
+
+def _place_experts(matmul, region: Rect, readers: dict) -> None:
+    """Each expert of a `wse.grouped_matmul` on its own part of `region` (`expert_regions`,
+    E x [x, y, w, h]), also set on the `wse.moe_dispatch` feeding it and the `wse.moe_combine`
+    reading it: the ends of its all-to-all traffic."""
+    rects = expert_rects(region, shape_of(matmul.result)[0])
+    attr = int_list_attr([v for r in rects for v in r])
+    matmul.attributes["expert_regions"] = attr
+    source = producer(matmul.operands[0])
+    linked = [source] if source is not None and kind(source) == "moe_dispatch" else []
+    linked += [u for u in readers.get(matmul.result, ()) if kind(u) == "moe_combine"]
+    for op in linked:
+        op.attributes["expert_regions"] = attr
 
 
 def wafer_groups(sizes: list[int], wafers: int) -> list[list[int]]:

@@ -3,9 +3,10 @@
 A layer is named by its weights' common prefix up to the first numeric part
 ("model.blocks.3.attn.q.weight" -> "model.blocks.3"; otherwise the module, "model.lm_head").
 Stages are numbered in the order the program first reads their weights. Ops that read a weight
-(or a view of one) belong to its layer; every other op goes to the earliest stage that consumes
-it, or, when only the function returns it, to the latest stage it depends on. A layer that holds
-only vectors (a norm) joins the layer after it, or the one before it when it comes last.
+(or a view of one) belong to its layer, as does a `wse.moe_combine` of its experts' rows; every
+other op goes to the earliest stage that consumes it, or, when only the function returns it, to
+the latest stage it depends on. A layer that holds only vectors (a norm) joins the layer after
+it, or the one before it when it comes last.
 
 Before:
     %w = "wse.param"() {sym_name = "model.blocks.0.mlp.fc.weight"} : () -> tensor<256x64xf32>
@@ -71,6 +72,8 @@ class PartitionStages:
                     order.append(fixed[param])
             if params:
                 fixed[op] = fixed[max(params, key=lambda p: math.prod(shape_of(p.result)))]
+            elif kind(op) == "moe_combine" and producer(op.operands[0]) in fixed:
+                fixed[op] = fixed[producer(op.operands[0])]  # with its experts, not the next layer
         stage_of_key, names = self._number(order, vector_only)
         stage: dict = {}
         for op in ops:

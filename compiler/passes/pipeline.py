@@ -3,7 +3,7 @@
 `place(module, target, mode)` copies the module, runs
 
     partition-stages -> layout-regions -> tile-weights -> tile-attention -> chunk-scan
-    -> split-matmuls -> insert-streams -> plan-sram
+    -> split-matmuls -> insert-streams -> fabric-permutes -> route-colors -> plan-sram
 
 and returns a `PlacementPlan` with the placed module and its report. Pipelined placement uses
 the fewest wafers of the target (a cluster: up to its `wafers`) that hold every weight, layers
@@ -32,10 +32,12 @@ from compiler.passes.common import (
     placement_attr,
     set_module_attr,
 )
+from compiler.passes.fabric_permutes import FabricPermutes, FabricPermutesOptions
 from compiler.passes.insert_streams import InsertStreams, InsertStreamsOptions
 from compiler.passes.layout_regions import LayoutRegions, LayoutRegionsOptions
 from compiler.passes.partition_stages import PartitionStages, PartitionStagesOptions
 from compiler.passes.plan_sram import PlanSram, PlanSramOptions
+from compiler.passes.route_colors import RouteColors, RouteColorsOptions
 from compiler.passes.split_matmuls import SplitMatmuls, SplitMatmulsOptions
 from compiler.passes.tile_attention import TileAttention, TileAttentionOptions
 from compiler.passes.tile_weights import TileWeights, TileWeightsOptions
@@ -57,6 +59,8 @@ class PlacementOptions:
     scan: ChunkScanOptions = field(default_factory=ChunkScanOptions)
     matmuls: SplitMatmulsOptions = field(default_factory=SplitMatmulsOptions)
     streams: InsertStreamsOptions = field(default_factory=InsertStreamsOptions)
+    permutes: FabricPermutesOptions = field(default_factory=FabricPermutesOptions)
+    routes: RouteColorsOptions = field(default_factory=RouteColorsOptions)
     sram: PlanSramOptions = field(default_factory=PlanSramOptions)
 
 
@@ -70,6 +74,8 @@ def passes(options: PlacementOptions) -> list:
         ChunkScan(options.scan),
         SplitMatmuls(options.matmuls),
         InsertStreams(options.streams),
+        FabricPermutes(options.permutes),
+        RouteColors(options.routes),
         PlanSram(options.sram),
     ]
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.mlir import i64_attr, ir, shape_of
+from compiler.passes.chunk_scan import ssd_working_set_bytes
 from compiler.passes.chunk_scan import working_set_bytes as scan_working_set
 from compiler.passes.common import (
     WEIGHT_VIEWS,
@@ -246,6 +247,8 @@ def _scratch_bytes(op) -> int:
         return attention_working_set(op)
     if kind(op) == "selective_scan" and has(op, "chunk"):
         return scan_working_set(op)
+    if kind(op) == "ssd_scan":
+        return ssd_working_set_bytes(op)
     return 0
 
 

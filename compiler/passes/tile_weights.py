@@ -2,7 +2,8 @@
 
 The tile grid follows the weight's main consumer: a matmul weight in (K, N) orientation puts
 K over PE rows and N over PE columns of the consumer's region (one tile per PE; q x q for the
-Cannon dataflow); other matrices split their first dim over rows and their last over columns;
+Cannon dataflow); other matrices split their first dim over rows and their last over columns
+(higher ranks: their two largest dims, so no whole dim of thousands stays on one PE);
 vectors split over the columns of the region's top row (the row where reductions end, so a
 bias sits where it is added). Pipelined: one `wse.weight_tiles` per weight, resident
 (`home = "sram"`), right after the `wse.param`. Streaming: one per use, `home = "external"`,
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.dialects import wse
 from compiler.mlir import i64_attr, int_list_attr, ir, shape_of, str_attr
 from compiler.passes.common import (
     PassContext,
@@ -34,6 +34,7 @@ from compiler.passes.common import (
     kind,
     matmul_weight,
     primary_consumer,
+    producer,
     region_of,
     set_int,
     users,
@@ -82,15 +83,21 @@ class TileWeights:
         for d, g in zip(dims, grid, strict=True):
             if d != -1:
                 tile[d] = ceil_div(shape[d], g)
-        op = wse.WeightTilesOp(
-            input=param.result,
-            region=int_list_attr(Rect(region.x, region.y, grid[1], grid[0])),
-            tile_dims=int_list_attr(dims),
-            tile_grid=int_list_attr(grid),
-            tile_shape=int_list_attr(tile),
-            sram_offset=i64_attr(0),
-            home=str_attr(home),
-            result=param.result.type,
+        attributes = {
+            "region": int_list_attr(Rect(region.x, region.y, grid[1], grid[0])),
+            "tile_dims": int_list_attr(dims),
+            "tile_grid": int_list_attr(grid),
+            "tile_shape": int_list_attr(tile),
+            "sram_offset": i64_attr(0),
+            "home": str_attr(home),
+        }
+        # Built generically: the ext builder drops a falsy attribute, as a 0-d weight's
+        # empty `tile_shape` is (e.g. Gemma's `embed_scale`).
+        op = ir.Operation.create(
+            "wse.weight_tiles",
+            results=[param.result.type],
+            operands=[param.result],
+            attributes=attributes,
             loc=param.location,
         )
         set_int(op, "stage", get_int(consumer, "stage"))
@@ -105,12 +112,16 @@ class TileWeights:
             cols = _fit(shape[0], region.width) if self.options.split_vectors else 1
             return [-1, 0], [1, cols]
         found = matmul_weight(consumer)
-        if found is not None and found[0] == param:
+        if kind(consumer) == "grouped_matmul" and producer(consumer.operands[1]) == param:
+            # Every expert's block per tile: per PE the bytes of expert e's matrix alone on
+            # its 1/E of the region (its `expert_regions` rectangle, where the simulator runs it).
+            dims = [2, 1] if get_int(consumer, "transpose_rhs") else [1, 2]
+        elif found is not None and found[0] == param:
             dims = [1, 0] if found[1] else [0, 1]
             if "dataflow" in consumer.attributes and get_str(consumer, "dataflow") == "cannon":
                 return dims, [region.height, region.width]
         else:
-            dims = [0, rank - 1]
+            dims = sorted(sorted(range(rank), key=lambda d: -shape[d])[:2])  # the two largest
         return dims, [_fit(shape[dims[0]], region.height), _fit(shape[dims[1]], region.width)]
 
 

@@ -78,17 +78,21 @@ def progress_bar(total: int) -> Iterator[Callable[[str], None]]:
 
 
 def estimate_line(summary: dict) -> str:
-    """What the figures are, from a `report.calibration_summary`."""
-    error = summary["max_abs_error_pct"]
-    if error is None:
+    """What the figures are, from a `report.calibration_summary`: the error on held-out
+    figures, the error bar, and what is not calibrated on the target."""
+    error, bar = summary["validation_error_pct"], summary["error_bar_pct"]
+    if error is None or bar is None:
         return (
             "Model estimates, not measurements (no calibration result yet: run "
             "benchmarks/calibration.py)."
         )
-    return (
-        f"Model estimates, not measurements: the cost model is within {error:.1f} % (max |error|) "
-        f"of {summary['points']} published WSE-2 figures (docs/calibration.md)."
+    line = (
+        f"Model estimates, not measurements: error bar ±{bar:.0f} %; on "
+        f"{summary['validation_points']} published figures held out of the fit the cost model "
+        f"is within {error:.1f} % (max |error|; fitted on {summary['fit_points']} kernel-level "
+        "WSE-2 figures, docs/calibration.md)."
     )
+    return line + (f" {summary['uncalibrated']}." if summary.get("uncalibrated") else "")
 
 
 def pyplot():

@@ -1,5 +1,5 @@
 """`wafersim ops`: the supported ATen ops, the models using them, the runtimes implementing
-them."""
+them, and each rule's limits."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(coverage_report(rows), indent=2))
         return 0
     table = Table(title=f"{len(rows)} supported ATen ops (models: tiny-* prefill and decode)")
-    for column in ("op", "family", "wse ops", "models", "runtimes"):
+    for column in ("op", "family", "wse ops", "models", "runtimes", "limits"):
         table.add_column(column)
     for r in rows:
         table.add_row(
@@ -33,13 +33,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
             " ".join(r.wse_ops) or "-",
             " ".join(r.models) or "-",
             " ".join(r.runtimes) or "(not used by a registered model)",
+            r.limits or "-",
         )
     console.print(table)
     return 0
 
 
 COMMAND = Command(
-    "list supported ATen ops, the models using them and the runtimes implementing them",
+    "list supported ATen ops, their limits, the models using them and the runtimes "
+    "implementing them",
     add_arguments,
     run,
 )

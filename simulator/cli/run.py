@@ -21,6 +21,7 @@ import models
 from core.arguments import non_negative, positive
 from core.errors import ModelSimError
 from core.outputs import output_dir, output_file
+from models import hf_files
 from simulator.cli.common import (
     Command,
     estimate_line,
@@ -29,8 +30,14 @@ from simulator.cli.common import (
     progress_bar,
     pyplot,
 )
-from simulator.cost import Calibration, load_calibration
+from simulator.cost import (
+    Calibration,
+    CostModel,
+    achievable_flops_per_cycle_per_pe,
+    load_calibration,
+)
 from simulator.disk_cache import DiskCache, from_arguments
+from simulator.hf_sim import simulate_hf
 from simulator.phases import (
     DEFAULT_MAX_WAFERS,
     WHAT_IF_RESIDENT,
@@ -48,7 +55,11 @@ WHAT_IFS = "weights-resident"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a registered model, or path/to/file.py:factory")
+    p.add_argument(
+        "model",
+        help="a registered model, path/to/file.py:factory, or a Hugging Face config.json or "
+        "model directory",
+    )
     model_arguments(p)
     p.add_argument("--grid", type=parse_grid, help="confine the program to WxH PEs of the target")
     p.add_argument("--batch", type=positive, default=1)
@@ -84,9 +95,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _simulate(
     model: str, options: SimOptions, progress: Callable[[str], None], disk: DiskCache | None
 ) -> ModelSim:
-    """A registered model, or a `path/to/file.py:factory` module."""
+    """A registered model, a `path/to/file.py:factory` module, or a Hugging Face config."""
     if ":" in model and model.split(":")[0].endswith(".py"):
         return simulate_model(load_factory(model), options, PlacementCache(), progress)
+    if model not in models.names() and hf_files.config_path(model) is not None:
+        return simulate_hf(model, options, progress)
     if model not in models.names():
         raise ModelSimError(f"unknown model {model!r}; known: {', '.join(models.names())}")
     return simulate_model(model, options, PlacementCache(disk), progress)
@@ -149,6 +162,10 @@ def _print(
 ) -> None:
     t = result.target
     prefill, decode = result.prefill, result.decode
+    calibrated = calibration_summary(calibration, t)
+    bar = "" if calibrated["error_bar_pct"] is None else f" ± {calibrated['error_bar_pct']:.0f} %"
+    cm = CostModel(t, calibration, result.dtype)
+    achievable = achievable_flops_per_cycle_per_pe(cm) * t.num_pes * t.clock_hz
     what_if = any(WHAT_IF_RESIDENT in p.notes for p in phases)
     title = f"wafersim run {result.model}" + (f", {WHAT_IF_RESIDENT}" if what_if else "")
     summary = Table(title=title, show_header=False)
@@ -165,13 +182,15 @@ def _print(
         ("prefill", f"{prefill.tokens:,} tokens; {prefill.report.mode_reason or prefill.sim.mode}"),
         (
             "time to first token",
-            f"{prefill.cycles:,} cycles = {prefill.seconds * 1e3:,.3f} ms "
+            f"{prefill.cycles:,} cycles = {prefill.seconds * 1e3:,.3f} ms{bar} "
             f"({prefill.tokens_per_second:,.0f} tokens/s)",
         ),
         (
             "prefill utilisation",
             f"{100 * prefill.sim.utilization:.2f} % of "
-            f"{prefill.sim.peak_flops / 1e15:.3g} PFLOP/s dense peak",
+            f"{prefill.sim.peak_flops / 1e15:.3g} PFLOP/s dense peak; "
+            f"{100 * prefill.sim.utilization * prefill.sim.peak_flops / achievable:.2f} % of "
+            f"{achievable / 1e15:.3g} PFLOP/s achievable (best FMAC loop, SRAM ports)",
         ),
     ]
     if decode is not None:
@@ -179,12 +198,12 @@ def _print(
             ("decode", f"{decode.steps} steps; {decode.report.mode_reason or decode.sim.mode}"),
             (
                 "per-token latency",
-                f"{decode.cycles:,} cycles = {decode.seconds * 1e6:,.2f} µs "
+                f"{decode.cycles:,} cycles = {decode.seconds * 1e6:,.2f} µs{bar} "
                 f"({decode.tokens_per_second:,.0f} tokens/s per sequence)",
             ),
             (
                 "decode throughput",
-                f"{decode.throughput_tokens_per_second:,.0f} tokens/s with "
+                f"{decode.throughput_tokens_per_second:,.0f} tokens/s{bar} with "
                 f"{decode.sequences_in_flight} sequence(s) in flight",
             ),
             ("decode utilisation", f"{100 * decode.sim.utilization:.3f} %"),
@@ -237,7 +256,7 @@ def _print(
     for p in phases:
         for note in p.notes:
             console.print(f"[dim]{p.name}: {note}[/dim]")
-    console.print(estimate_line(calibration_summary(calibration)))
+    console.print(estimate_line(calibrated))
 
 
 def _deployment_rows(phases: list[Phase], what_if: bool) -> list[tuple[str, str]]:

@@ -180,7 +180,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     for point, where in zip(points, wheres, strict=True):
         table.add_row(point.model, point.family, *([where] if several else []), *_cells(point))
     console.print(table)
-    console.print(estimate_line(calibration_summary(options.calibration)))
+    console.print(estimate_line(calibration_summary(options.calibration, options.target)))
     return status
 
 

@@ -1,0 +1,365 @@
+"""The family matrix: every decoder-only causal-LM family of the installed `transformers`.
+
+Families come from transformers' causal-LM auto mapping (`MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`);
+`exclusions()` says why each one left out is not a decoder-only transformer, SSM or hybrid
+(`EXCLUDED`, plus aliases of a class already kept). Each kept family runs through `STAGES`:
+
+- `reference`, `tiled`, `jax-fp32`: a tiny seeded config (`tiny_config`: batch 2, seq 16, fp32)
+  compiled once and run on the reference runtime, tile by tile on `TEST_MESH`, and on JAX,
+  against eager;
+- `jax-bf16`: the same config in bf16 on JAX, at `core.numerics`' bf16 output tolerance;
+- `place`: the default config on the meta device in bf16 placed on `wse3` (`auto`: up to 16
+  wafers, else weights streamed), or why not, with the bytes;
+- `prefill-sim`, `decode-sim`: that placement simulated, and an HF decode step with its cache.
+
+`run_family` returns one `Cell` per stage; `benchmarks/families.py` prints the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+import torch
+
+import compiler
+import models
+from compiler.passes import place_program
+from core.numerics import check_conditioned_output, check_output
+from core.target import load_target
+from models import hf_state
+from simulator.phases import SimOptions, simulate_placed
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+STAGES = ("reference", "tiled", "jax-fp32", "jax-bf16", "place", "prefill-sim", "decode-sim")
+TEST_MESH = "mesh-8x8"
+BATCH, SEQ = 2, 16
+DEFAULT_SEQ = 128  # tokens of the default-size prefill (batch 1), as `wafersim run`
+SEED = 0
+
+# Why each family of the mapping that is not kept is left out (aliases are found by class).
+_ENCODER = "bidirectional encoder (masked-LM) with an optional causal mask, not a decoder-only LM"
+_SEQ2SEQ = "decoder half of an encoder-decoder model (cross-attention to an encoder)"
+_MULTIMODAL = "multimodal composite (vision/audio tower + text decoder)"
+EXCLUDED: dict[str, str] = {
+    **dict.fromkeys(
+        ("bert", "bert-generation", "big_bird", "camembert", "data2vec-text", "electra",
+         "ernie", "megatron-bert", "rembert", "roberta", "roberta-prelayernorm", "roc_bert",
+         "roformer", "xlm", "xlm-roberta", "xlm-roberta-xl", "xmod"),
+        _ENCODER,
+    ),
+    "xlnet": "permutation-LM encoder with segment recurrence, no fixed sequence length",
+    "reformer": "LSH / chunked attention encoder needing is_decoder, not a decoder-only LM",
+    **dict.fromkeys(
+        ("bart", "bigbird_pegasus", "blenderbot", "blenderbot-small", "marian", "mbart", "mvp",
+         "pegasus", "plbart", "prophetnet"),
+        _SEQ2SEQ,
+    ),
+    "trocr": f"{_SEQ2SEQ}: the text decoder of an image-to-text model",
+    "whisper": f"{_SEQ2SEQ}: the text decoder of a speech model",
+    **dict.fromkeys(
+        ("fuyu", "gemma3", "gemma4", "gemma4_unified", "git", "got_ocr2", "mllama",
+         "moss_transcribe_diarize", "phi4_multimodal", "emu3"),
+        _MULTIMODAL,
+    ),
+    "gemma3n": f"{_MULTIMODAL}; also needs timm (its text decoder is gemma3n_text)",
+    "gemma4_unified_assistant": f"{_MULTIMODAL} draft model (gemma4_unified_text is kept)",
+    "llama4": f"{_MULTIMODAL} config (its text decoder is llama4_text)",
+    "qwen3_5": f"{_MULTIMODAL} config (its text decoder is qwen3_5_text)",
+    "qwen3_5_moe": f"{_MULTIMODAL} config (its text decoder is qwen3_5_moe_text)",
+    "qwen4_exp": f"{_MULTIMODAL} config (its text decoder is qwen4_exp_text)",
+    "dots3_note": f"{_MULTIMODAL} config (its text decoder is dots3_note_text)",
+    "musicgen": "audio-codebook decoder of a text-to-music model (several token streams)",
+    "musicgen_melody": "audio-codebook decoder of a text-to-music model (several token streams)",
+    "moshi": "audio-codebook speech decoder (several token streams)",
+    "blt": "byte latent transformer: local byte encoder/decoder around a patcher, not one LM",
+}  # fmt: skip
+
+# Tiny sizes, each set only where the family's config has that field (batch 2, seq 16).
+TINY: dict[str, object] = {
+    "vocab_size": 128, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "intermediate_size": 128, "head_dim": 16,
+    "max_position_embeddings": 64, "pad_token_id": 0, "bos_token_id": 0, "eos_token_id": 0,
+    "sliding_window": 8,
+    # mixture of experts
+    "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2,
+    "moe_intermediate_size": 32, "shared_expert_intermediate_size": 64,
+    "moe_shared_expert_intermediate_size": 32, "first_k_dense_replace": 1, "n_group": 1,
+    "topk_group": 1,
+    # multi-head latent attention
+    "kv_lora_rank": 16, "q_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 16,
+    "v_head_dim": 16,
+    # state-space layers: hidden 64 x expand 2 = 128 = 4 heads x 32
+    "state_size": 8, "ssm_state_size": 8, "mamba_d_state": 8, "mamba_dt_rank": 8,
+    "time_step_rank": 8, "num_heads": 4, "mamba_n_heads": 4, "mamba_num_heads": 4,
+    "n_mamba_heads": 4, "mamba_d_head": 32, "mamba_head_dim": 32, "mamba_headdim": 32,
+    "n_groups": 1, "mamba_n_groups": 1, "mamba_ngroups": 1, "chunk_size": 8,
+    "mamba_chunk_size": 8, "attention_head_dim": 16,
+}  # fmt: skip
+# Per-layer pattern fields: their distinct values in order, one layer each (at least 2 layers).
+LAYER_PATTERNS = ("layer_types", "layers_block_type", "attention_layers")
+# Per-family fixes on top of `TINY`.
+OVERRIDES: dict[str, dict[str, object]] = {
+    "mamba2": {"head_dim": 32},
+    "gpt_neo": {"num_layers": 2, "num_heads": 4},
+    "bamba": {"attn_layer_indices": [1]},
+    "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2,
+              "expert_layer_offset": 1},
+    # two hybrid layers: Zamba ties its shared transformer block across them
+    "zamba": {"num_hidden_layers": 4, "layer_types": ["linear_attention", "hybrid"] * 2},
+    "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
+    "falcon_h1": {"mamba_d_ssm": 128},
+    "zaya": {"num_experts_per_tok": 1},
+    "zamba2": {"hybrid_layer_ids": [1]},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One stage of one family: `ok`, or `reason` (short, for the table) and `error` (full)."""
+
+    ok: bool
+    reason: str = ""
+    error: str = ""
+    note: str = ""
+
+    @property
+    def mark(self) -> str:
+        return "✔" if self.ok else self.reason
+
+
+def _mapping() -> dict[str, str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return dict(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def exclusions() -> dict[str, str]:
+    """Every family of the mapping left out, with why: `EXCLUDED`, and aliases: a family whose
+    model class another family owns (the one whose name the class spells, e.g. `llama` for
+    `LlamaForCausalLM`, else the first)."""
+    mapping = _mapping()
+    order = {t: i for i, t in enumerate(mapping)}
+
+    def rank(t: str) -> tuple[bool, int]:
+        return t.replace("_", "").replace("-", "") not in mapping[t].lower(), order[t]
+
+    owner: dict[str, str] = {}
+    for model_type in sorted((t for t in mapping if t not in EXCLUDED), key=rank):
+        owner.setdefault(mapping[model_type], model_type)
+    out: dict[str, str] = {}
+    for model_type, cls in mapping.items():
+        if model_type in EXCLUDED:
+            out[model_type] = EXCLUDED[model_type]
+        elif owner[cls] != model_type:
+            out[model_type] = f"alias: same model class {cls} as {owner[cls]}"
+    return out
+
+
+def families() -> list[str]:
+    """The kept families (model types), in the mapping's order."""
+    excluded = exclusions()
+    return [t for t in _mapping() if t not in excluded]
+
+
+def _config_class(model_type: str):
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    return CONFIG_MAPPING[model_type]
+
+
+def _settable(config, name: str) -> bool:
+    """`config` has field `name` and may be given it (not a read-only property, itself or
+    through the config's `attribute_map`)."""
+    prop = getattr(type(config), config.attribute_map.get(name, name), None)
+    return hasattr(config, name) and not (isinstance(prop, property) and prop.fset is None)
+
+
+def tiny_config(model_type: str):
+    """The family's config at tiny sizes (`TINY`, `LAYER_PATTERNS`, `OVERRIDES`)."""
+    cls = _config_class(model_type)
+    default = cls()
+    kwargs = {k: v for k, v in TINY.items() if _settable(default, k)}
+    for name in LAYER_PATTERNS:
+        pattern = getattr(default, name, None) if _settable(default, name) else None
+        if isinstance(pattern, list) and pattern:
+            distinct = list(dict.fromkeys(pattern))
+            layers = distinct if len(distinct) > 1 else distinct * 2
+            kwargs[name] = layers
+            if "num_hidden_layers" in kwargs:
+                kwargs["num_hidden_layers"] = len(layers)
+    kwargs.update(OVERRIDES.get(model_type, {}))
+    return cls(**kwargs)
+
+
+def tiny_model(model_type: str, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """The family at tiny sizes with seeded random weights, in eval mode, in `dtype`."""
+    return cast("PreTrainedModel", models.build_hf(tiny_config(model_type), dtype=dtype, seed=SEED))
+
+
+def tiny_inputs(model: PreTrainedModel) -> torch.Tensor:
+    """Seeded token ids (batch 2, seq 16) within the model's vocabulary."""
+    vocab = cast(torch.nn.Embedding, model.get_input_embeddings()).num_embeddings
+    gen = torch.Generator().manual_seed(1)
+    return torch.randint(0, vocab, (BATCH, SEQ), generator=gen)
+
+
+def default_model(model_type: str) -> PreTrainedModel:
+    """The family's default config, on the meta device, in bf16."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(_config_class(model_type)(), dtype=torch.bfloat16)
+    return model.eval()
+
+
+def short_reason(error: BaseException) -> str:
+    """A table cell for `error`: its type and the start of its first line."""
+    ops = sorted(set(re.findall(r"^ +(\S+) x\d+ at ", str(error), re.M)))  # unsupported ops
+    if ops:
+        return "unsupported: " + ", ".join(ops[:4]) + (" …" if len(ops) > 4 else "")
+    first = (str(error).strip().splitlines() or [""])[0]
+    text = f"{type(error).__name__}: {first}"
+    return text if len(text) <= 70 else text[:69] + "…"
+
+
+def _failed(error: BaseException) -> Cell:
+    return Cell(False, short_reason(error), f"{type(error).__name__}: {error}")
+
+
+def _logits(out) -> torch.Tensor:
+    return out.logits if hasattr(out, "logits") else out[0]
+
+
+@torch.no_grad()
+def _tiny_stages(model_type: str, stages: tuple[str, ...]) -> dict[str, Cell]:
+    """`reference`, `tiled`, `jax-fp32` (one compile) and `jax-bf16` (another)."""
+    cells: dict[str, Cell] = {}
+    fp32 = [s for s in ("reference", "tiled", "jax-fp32") if s in stages]
+    if fp32:
+        try:
+            model = tiny_model(model_type)
+            ids = tiny_inputs(model)
+            expected = _logits(model(ids, use_cache=False))
+            compiled = compiler.compile(model, (ids,), {"use_cache": False}, target=None)
+        except Exception as error:  # noqa: BLE001  (every failure is a cell of the table)
+            return dict.fromkeys(fp32, _failed(error)) | _bf16(model_type, stages)
+        for stage in fp32:
+            cells[stage] = _run_fp32(compiled, stage, ids, expected)
+    return cells | _bf16(model_type, stages)
+
+
+def _run_fp32(compiled, stage: str, ids: torch.Tensor, expected: torch.Tensor) -> Cell:
+    try:
+        if stage == "tiled":
+            target = load_target(TEST_MESH)
+            placed = place_program(compiled.mlir, target, mode="auto")
+            compiled = dataclasses.replace(compiled, placed=placed, target=target)
+        runtime = {"reference": "reference", "tiled": "simulator", "jax-fp32": "jax"}[stage]
+        actual = _logits(compiled.using(runtime)(ids, use_cache=False))
+        problem = check_output(actual, expected)
+    except Exception as error:  # noqa: BLE001
+        return _failed(error)
+    return Cell(True) if problem is None else Cell(False, f"mismatch: {problem}", problem)
+
+
+def _bf16(model_type: str, stages: tuple[str, ...]) -> dict[str, Cell]:
+    if "jax-bf16" not in stages:
+        return {}
+    try:
+        model = tiny_model(model_type, torch.bfloat16)
+        ids = tiny_inputs(model)
+        expected = _logits(model(ids, use_cache=False))
+        compiled = compiler.compile(model, (ids,), {"use_cache": False}, target=None)
+        actual = _logits(compiled.using("jax")(ids, use_cache=False))
+        problem = check_output(actual, expected, compute_dtype=torch.bfloat16)
+        if problem is not None:  # within 4x eager's own distance from float64 still passes
+            exact = _logits(tiny_model(model_type, torch.float64)(ids, use_cache=False))
+            problem = check_conditioned_output(
+                actual, expected, exact, compute_dtype=torch.bfloat16
+            )
+    except Exception as error:  # noqa: BLE001
+        return {"jax-bf16": _failed(error)}
+    if problem is None:
+        return {"jax-bf16": Cell(True)}
+    return {"jax-bf16": Cell(False, f"mismatch: {problem}"[:70], problem)}
+
+
+def _placed(module: torch.nn.Module, inputs: tuple, options: SimOptions):
+    """`module` compiled and placed as `wafersim run` would (`auto`, up to 16 x wse3)."""
+    compiled = compiler.compile(module, inputs, target=None)
+    return place_program(compiled.mlir, options.placement_target, mode=options.mode)
+
+
+def _simulated(placed, decode: bool = False) -> Cell:
+    try:
+        report = placed.report
+        names = [layer.name for layer in report.layers]
+        sim = simulate_placed(placed.program, report.target, dtype="bf16", stage_names=names)
+    except Exception as error:  # noqa: BLE001
+        return _failed(error)
+    what = "per token" if decode else f"for {DEFAULT_SEQ} tokens"
+    return Cell(True, note=f"{sim.cycles:,} cycles {what}")
+
+
+def _default_stages(model_type: str, stages: tuple[str, ...]) -> dict[str, Cell]:
+    """`place`, `prefill-sim` and `decode-sim` of the default config (meta, bf16): prefill
+    and decode over an explicit KV cache (`models.hf_state`), or, for a family without a
+    plain KV cache, the prefill as one forward pass (and decode says why not)."""
+    wanted = [s for s in ("place", "prefill-sim", "decode-sim") if s in stages]
+    if not wanted:
+        return {}
+    options = SimOptions(target="wse3", seq=DEFAULT_SEQ, decode_steps=16, dtype="bf16")
+    ids = torch.zeros((1, DEFAULT_SEQ), dtype=torch.int64)
+    decode: Cell | None = None
+    try:
+        model = default_model(model_type)
+        try:
+            state = hf_state.init_state(model, 1, options.cache_tokens)
+            prefill: torch.nn.Module = hf_state.HFPrefill(model, options.cache_tokens)
+        except Exception as error:  # noqa: BLE001  (no plain KV cache: the forward pass)
+            decode, state = _failed(error), ()
+            prefill = hf_state.HFForward(model)
+        placed = _placed(prefill, (ids,), options)
+    except Exception as error:  # noqa: BLE001
+        return dict.fromkeys(wanted, _failed(error))
+    report = placed.report
+    cells = {"place": Cell(True, note=f"{report.mode}: {report.mode_reason}")}
+    if "prefill-sim" in wanted:
+        cells["prefill-sim"] = _simulated(placed)
+    if "decode-sim" in wanted and decode is None:
+        try:
+            token = torch.zeros((1, 1), dtype=torch.int64)
+            position = torch.tensor([options.decode_position], dtype=torch.int64)
+            step = _placed(hf_state.HFDecode(model), (token, position, *state), options)
+            decode = _simulated(step, decode=True)
+        except Exception as error:  # noqa: BLE001
+            decode = _failed(error)
+    if decode is not None:
+        cells["decode-sim"] = decode
+    return {stage: cells[stage] for stage in wanted}
+
+
+def run_family(model_type: str, stages: tuple[str, ...] = STAGES) -> dict[str, Cell]:
+    """Every stage in `stages` for `model_type`, each a `Cell` (failures are caught)."""
+    with _quiet():
+        cells = _tiny_stages(model_type, stages) | _default_stages(model_type, stages)
+    return {stage: cells[stage] for stage in stages}
+
+
+@contextlib.contextmanager
+def _quiet():
+    """transformers' warnings off while a family runs."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)

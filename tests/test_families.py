@@ -1,0 +1,59 @@
+"""The family matrix (tests/families.py): the enumeration of transformers' causal-LM families,
+a representative subset through the cheap stages, and (slow) every family through every stage.
+`benchmarks/families.py` prints the whole table."""
+
+from __future__ import annotations
+
+import families
+import pytest
+
+# Learned positions (GPT-2), RoPE with GQA and biases (Qwen2), SSM (Mamba), MoE (Mixtral).
+REPRESENTATIVE = ("gpt2", "qwen2", "mamba", "mixtral")
+CHEAP = ("reference", "tiled", "jax-fp32", "jax-bf16")
+
+
+def test_every_causal_lm_family_is_kept_or_excluded_with_a_reason():
+    mapping = families._mapping()
+    kept, excluded = families.families(), families.exclusions()
+    assert set(kept) | set(excluded) == set(mapping) and not set(kept) & set(excluded)
+    assert set(families.EXCLUDED) <= set(mapping), "stale exclusions"
+    assert all(len(reason) > 20 for reason in excluded.values())
+    assert len(kept) >= 100  # transformers 5.24: 138 of 196
+    for family in ("gpt2", "llama", "mamba", "mamba2", "jamba", "mixtral", "zamba2", "bamba"):
+        assert family in kept
+    # an alias leaves its class to the family that spells it
+    assert excluded["exaone"] == "alias: same model class LlamaForCausalLM as llama"
+    assert excluded["bert"].startswith("bidirectional encoder")
+    assert excluded["bart"].startswith("decoder half of an encoder-decoder")
+
+
+def test_tiny_configs_are_tiny():
+    for family in (*REPRESENTATIVE, "jamba", "mamba2", "deepseek_v3", "zamba2"):
+        config = families.tiny_config(family)
+        text = config.get_text_config(decoder=True)
+        assert text.vocab_size == 128 and text.num_hidden_layers <= 4, family
+    deepseek = families.tiny_config("deepseek_v3")
+    assert (deepseek.n_routed_experts, deepseek.num_experts_per_tok) == (4, 2)
+    assert families.tiny_config("jamba").layers_block_type == ["mamba", "attention"]
+
+
+@pytest.mark.parametrize("family", REPRESENTATIVE)
+def test_representative_family_matches_eager_on_every_runtime(family):
+    cells = families.run_family(family, CHEAP)
+    failed = {stage: cell.error for stage, cell in cells.items() if not cell.ok}
+    assert not failed, failed
+
+
+def test_a_failure_is_a_short_cell_with_the_full_error():
+    cells = families.run_family("no-such-family", ("reference", "jax-bf16"))
+    assert [cell.ok for cell in cells.values()] == [False, False]
+    assert cells["reference"].mark == "KeyError: 'no-such-family'"
+    assert "no-such-family" in cells["reference"].error
+
+
+@pytest.mark.slow  # minutes per family; the representative families above run the same code
+@pytest.mark.parametrize("family", families.families())
+def test_family_on_every_stage(family):
+    cells = families.run_family(family)
+    failed = {stage: cell.error for stage, cell in cells.items() if not cell.ok}
+    assert not failed, failed

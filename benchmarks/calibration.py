@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from calibration_doc import fmt_figure, markdown  # a sibling: run as a script
 from rich.console import Console
 from rich.table import Table
 
@@ -230,16 +231,6 @@ def summarise(rows, loo: dict) -> dict:
     }
 
 
-def _fmt(value: float, unit: str) -> str:
-    if unit == "cycles":
-        return f"{value:,.0f}"
-    if unit == "fraction":
-        return f"{100 * value:.1f} %"
-    if unit == "x":
-        return f"{value:.2f}x"
-    return f"{value:,.1f} {unit}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fit", action="store_true", help="refit the constants first")
@@ -274,7 +265,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         data["last_result"] = result
         _write_atomically(CALIBRATION_PATH, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        from calibration_doc import markdown
 
         _write_atomically(DOC_PATH, markdown(rows, data, cal))
         console.print(f"wrote {DOC_PATH.relative_to(ROOT)} and simulator/calibration.json")
@@ -291,7 +281,7 @@ def _table(rows, loo: dict) -> Table:
             p.name,
             p.level,
             p.published,
-            _fmt(value, p.unit),
+            fmt_figure(value, p.unit),
             f"{err:+.1f} %",
             "fit" if p.fitted else "held out",
             "" if held is None else f"{held:+.1f} %",

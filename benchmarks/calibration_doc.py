@@ -40,7 +40,8 @@ BLIND_SPOTS = (
 )
 
 
-def _fmt(value: float, unit: str) -> str:
+def fmt_figure(value: float, unit: str) -> str:
+    """A figure in its unit, as both the printed table and the doc show it."""
     if unit == "cycles":
         return f"{value:,.0f}"
     if unit == "fraction":
@@ -77,7 +78,7 @@ def markdown(rows, data: dict, cal: Calibration) -> str:
         held = loo.get(p.id, {})
         refit = ", ".join(f"{k} {v}" for k, v in held.get("refit", {}).items())
         lines.append(
-            f"| {p.name} | {p.published} | {_fmt(value, p.unit)} | {err:+.1f} % | "
+            f"| {p.name} | {p.published} | {fmt_figure(value, p.unit)} | {err:+.1f} % | "
             f"{held.get('error_pct', float('nan')):+.1f} % | {refit} | {p.source} |"
         )
     lines += [
@@ -93,7 +94,7 @@ def markdown(rows, data: dict, cal: Calibration) -> str:
         note = p.source + (f"; {p.note}" if p.note else "")
         scope = "no (fp32)" if p.dtype == "fp32" else "yes"
         lines.append(
-            f"| {p.name} | {p.level} | {p.published} | {_fmt(value, p.unit)} | {err:+.1f} % | "
+            f"| {p.name} | {p.level} | {p.published} | {fmt_figure(value, p.unit)} | {err:+.1f} % | "
             f"{scope} | {note} |"
         )
     lines += ["", "## Constants", "", "| constant | value | source |", "|---|---|---|"]

@@ -103,6 +103,21 @@ EXPERTS = tuple(
         "jamba.modeling_jamba.JambaExperts",
         "granitemoe.modeling_granitemoe.GraniteMoeExperts",
         "deepseek_v3.modeling_deepseek_v3.DeepseekV3Experts",
+        # with the family's own router (`torch.topk` lowers as a sort), each checked against
+        # eager from a tiny config (tests/families.py); not every experts class is standard
+        # (Afmoe's is not), so a class joins this list only once it matches eager
+        "olmoe.modeling_olmoe.OlmoeExperts",
+        "nemotron_h.modeling_nemotron_h.NemotronHExperts",
+        "cohere2_moe.modeling_cohere2_moe.Cohere2MoeExperts",
+        "ernie4_5_moe.modeling_ernie4_5_moe.Ernie4_5_MoeExperts",
+        "exaone_moe.modeling_exaone_moe.ExaoneMoeExperts",
+        "flex_olmo.modeling_flex_olmo.FlexOlmoExperts",
+        "glm4_moe.modeling_glm4_moe.Glm4MoeExperts",
+        "granitemoehybrid.modeling_granitemoehybrid.GraniteMoeHybridExperts",
+        "granitemoeshared.modeling_granitemoeshared.GraniteMoeSharedExperts",
+        "hunyuan_v1_moe.modeling_hunyuan_v1_moe.HunYuanMoEV1Experts",
+        "minimax.modeling_minimax.MiniMaxExperts",
+        "phimoe.modeling_phimoe.PhimoeExperts",
     )
 )
 ROUTERS: dict[str, Callable[..., object]] = {

@@ -44,6 +44,15 @@ def test_representative_family_matches_eager_on_every_runtime(family):
     assert not failed, failed
 
 
+@pytest.mark.parametrize("family", ["olmoe", "nemotron_h", "phimoe"])
+def test_moe_family_with_its_own_router_matches_eager(family):
+    """Experts classes added to the MoE rewrite by name, each with HF's own router (whose
+    `torch.topk` lowers as a sort): reference and JAX against eager."""
+    cells = families.run_family(family, ("reference", "jax-fp32"))
+    failed = {stage: cell.error for stage, cell in cells.items() if not cell.ok}
+    assert not failed, failed
+
+
 def test_a_failure_is_a_short_cell_with_the_full_error():
     cells = families.run_family("no-such-family", ("reference", "jax-bf16"))
     assert [cell.ok for cell in cells.values()] == [False, False]

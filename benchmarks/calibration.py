@@ -25,11 +25,11 @@ import functools
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from calibration_doc import fmt_figure, markdown  # a sibling: run as a script
 from rich.console import Console
 from rich.table import Table
 
@@ -40,6 +40,10 @@ from simulator.cost import CALIBRATION_PATH, Calibration, CostModel, load_calibr
 from simulator.engine import GraphBuilder, simulate
 from simulator.kernels import LLAMA3_8B, decode_layer, simulate_kernel
 from simulator.phases import PlacementCache, SimOptions, simulate_decode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the siblings, however it is run
+
+from calibration_doc import fmt_figure, markdown  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_PATH = ROOT / "docs" / "calibration.md"
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in FITTED + ("reduce_add_cycles", "exp_ops_per_element"):
         console.print(f"  {name} = {getattr(cal, name)}  ({cal.source(name)})")
     if args.sensitivity:
-        from calibration_sensitivity import sensitivity  # a sibling: run as a script
+        from calibration_sensitivity import sensitivity
 
         data["sensitivity"] = sensitivity(cal, console)
     if not args.no_write:

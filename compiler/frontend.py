@@ -38,12 +38,21 @@ CONSTANT_OUTPUTS = (bool, int, float, str, type(None))
 _OVERFLOW = re.compile(r"Storage size calculation overflowed with sizes=\[(?P<sizes>[\d, ]*)\]")
 
 
+def _eye(n, m=None, *, dtype=None, layout=None, device=None, pin_memory=None):
+    """`torch.eye` from int64 positions (the default decomposition compares uint8 ones,
+    a dtype `wse` has not)."""
+    rows = torch.arange(n, device=device).unsqueeze(-1)
+    columns = torch.arange(n if m is None else m, device=device)
+    return (rows == columns).to(dtype or torch.get_default_dtype())
+
+
 @functools.cache
 def decompositions() -> dict:
-    """The core-ATen decomposition table minus the ops `wse` keeps whole."""
+    """The core-ATen decomposition table minus the ops `wse` keeps whole, with `eye` in int64."""
     table = torch.export.default_decompositions()
     for op in KEPT_WHOLE:
         table.pop(op, None)
+    table[aten.eye.default] = table[aten.eye.m] = _eye
     return table
 
 

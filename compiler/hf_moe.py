@@ -88,6 +88,19 @@ def _deepseek_router(router: Any, original: Callable[..., object], hidden_states
     return logits, weights, indices
 
 
+def _afmoe_router(
+    router: Any, original: Callable[..., object], hidden_states: Tensor, expert_bias: Tensor
+):
+    """AFMoE routing (sigmoid scores, experts chosen with the block's ``expert_bias``, weights
+    normalised, times ``route_scale``) as one ``wafer::moe_router``."""
+    hidden_states = hidden_states.reshape(-1, hidden_states.shape[-1])
+    logits = router.gate(hidden_states).float()
+    weights, indices = moe_router(
+        logits, expert_bias, router.top_k, "sigmoid", True, scale=float(router.route_scale)
+    )
+    return logits, weights, indices
+
+
 # (module path under transformers.models, class) -> forward
 _MODELS = "transformers.models"
 _MIXTRAL = "mixtral.modeling_mixtral"
@@ -104,8 +117,8 @@ EXPERTS = tuple(
         "granitemoe.modeling_granitemoe.GraniteMoeExperts",
         "deepseek_v3.modeling_deepseek_v3.DeepseekV3Experts",
         # with the family's own router (`torch.topk` lowers as a sort), each checked against
-        # eager from a tiny config (tests/families.py); not every experts class is standard
-        # (Afmoe's is not), so a class joins this list only once it matches eager
+        # eager from a tiny config (tests/families.py); a class joins this list only once it
+        # matches eager
         "olmoe.modeling_olmoe.OlmoeExperts",
         "nemotron_h.modeling_nemotron_h.NemotronHExperts",
         "cohere2_moe.modeling_cohere2_moe.Cohere2MoeExperts",
@@ -118,6 +131,35 @@ EXPERTS = tuple(
         "hunyuan_v1_moe.modeling_hunyuan_v1_moe.HunYuanMoEV1Experts",
         "minimax.modeling_minimax.MiniMaxExperts",
         "phimoe.modeling_phimoe.PhimoeExperts",
+        "afmoe.modeling_afmoe.AfmoeExperts",
+        "aria.modeling_aria.AriaExperts",
+        "axk1.modeling_axk1.AXK1Experts",
+        "axk2.modeling_axk2.AXK2Experts",
+        "bailing_hybrid.modeling_bailing_hybrid.BailingHybridExperts",
+        "deepseek_v2.modeling_deepseek_v2.DeepseekV2Experts",
+        "deepseek_v32.modeling_deepseek_v32.DeepseekV32Experts",
+        "deepseek_v4.modeling_deepseek_v4.DeepseekV4Experts",
+        "dots1.modeling_dots1.Dots1Experts",
+        "glm4_moe_lite.modeling_glm4_moe_lite.Glm4MoeLiteExperts",
+        "glm_moe_dsa.modeling_glm_moe_dsa.GlmMoeDsaExperts",
+        "granitemoe_swa.modeling_granitemoe_swa.GraniteMoeSWAExperts",
+        "hy_v3.modeling_hy_v3.HYV3Experts",
+        "hy_v4.modeling_hy_v4.HYV4Experts",
+        "inkling2.modeling_inkling2.Inkling2Experts",
+        "inkling2_loop.modeling_inkling2_loop.Inkling2LoopExperts",
+        "kimi_linear.modeling_kimi_linear.KimiLinearExperts",
+        "kolibri1.modeling_kolibri1.Kolibri1Experts",
+        "laguna.modeling_laguna.LagunaExperts",
+        "lara_mini.modeling_lara_mini.LaraMiniExperts",
+        "lfm2_moe.modeling_lfm2_moe.Lfm2MoeExperts",
+        "mellum.modeling_mellum.MellumExperts",
+        "mimo_v2_flash.modeling_mimo_v2_flash.MiMoV2FlashExperts",
+        "minimax_m2.modeling_minimax_m2.MiniMaxM2Experts",
+        "minimax_m3_vl.modeling_minimax_m3_vl.MiniMaxM3VLExperts",
+        "qwen3_5_moe.modeling_qwen3_5_moe.Qwen3_5MoeExperts",
+        "qwen3_next.modeling_qwen3_next.Qwen3NextExperts",
+        "solar_open.modeling_solar_open.SolarOpenExperts",
+        "zaya.modeling_zaya.ZayaExperts",
     )
 )
 ROUTERS: dict[str, Callable[..., object]] = {
@@ -132,4 +174,5 @@ ROUTERS: dict[str, Callable[..., object]] = {
         "topk_softmax", False, cast="input"
     ),
     f"{_MODELS}.deepseek_v3.modeling_deepseek_v3.DeepseekV3TopkRouter": _deepseek_router,
+    f"{_MODELS}.afmoe.modeling_afmoe.AfmoeTokenChoiceRouter": _afmoe_router,
 }

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from compiler.hf_moe import EXPERTS, ROUTERS, experts_forward
-from compiler.hf_ssd import SSD_MIXERS
+from compiler.hf_ssd import SSD_MIXERS, mamba_mixer_forward
 from core.custom_ops import selective_scan
 
 
@@ -60,10 +60,12 @@ def _mamba_mixer_forward(
     HF's torch fallback loops over the sequence in Python, so export unrolls it into O(L) nodes per
     layer. The math here is the same: in_proj, causal depthwise conv + act, x_proj/dt_proj, scan
     with D skip and SiLU(gate), out_proj. With a cache (``cache`` or the deprecated
-    ``cache_params``) or in training mode (the op has no autograd) the original forward runs.
+    ``cache_params``) HF's forward runs with its scan as the op (``compiler.hf_ssd``); in
+    training mode (the op has no autograd) the original forward runs.
     """
     if cache is not None or kwargs.get("cache_params") is not None or mixer.training:
-        return original(hidden_states, cache=cache, attention_mask=attention_mask, **kwargs)
+        args = (hidden_states, cache, attention_mask)
+        return mamba_mixer_forward(mixer, original, *args, **kwargs)
     from transformers.models.mamba.modeling_mamba import apply_mask_to_padding_states
 
     dtype, length = hidden_states.dtype, hidden_states.shape[1]

@@ -3,10 +3,11 @@
 Every Mamba-2 mixer of ``transformers`` (Mamba-2, Bamba, Zamba-2, Nemotron-H,
 Granite-MoE-hybrid) calls its module's ``mamba2_chunk_scan``, and FalconMamba's and Jamba's
 call ``mamba_selective_scan``; the torch fallbacks of both export as many nodes per layer (a
-Python loop over time, or pads and masks). On the no-cache inference path the rewrite runs
-the mixer's own forward with that one function swapped, for the call, for one custom op:
-``wafer::ssd_scan`` or ``wafer::selective_scan``. So each family's own projections, norms and
-gating stay exactly HF's.
+Python loop over time, or pads and masks). On the inference path the rewrite runs the mixer's
+own forward with that one function swapped, for the call, for one custom op: ``wafer::ssd_scan``
+or ``wafer::selective_scan``. So each family's own projections, norms and gating stay exactly
+HF's. With a cache the scan also returns its final state; a one-token decode step runs HF's own
+state update (no scan).
 """
 
 from __future__ import annotations
@@ -85,27 +86,26 @@ def _swapped(module: Any, name: str, replacement: Callable) -> Iterator[None]:
 
 
 def _with_scan(name: str, replacement: Callable, mixer: Any, original: Callable, *args, **kwargs):
-    cache = kwargs.get("cache", args[1] if len(args) > 1 else None)
-    if cache is not None or kwargs.get("cache_params") is not None or mixer.training:
+    if mixer.training:
         return original(*args, **kwargs)
     with _swapped(sys.modules[type(mixer).__module__], name, replacement):
         return original(*args, **kwargs)
 
 
 def mamba2_mixer_forward(mixer: Any, original: Callable[..., Tensor], *args, **kwargs) -> Tensor:
-    """Run a Mamba-2 mixer's no-cache inference path with one ``wafer::ssd_scan`` call.
+    """Run a Mamba-2 mixer's inference path with one ``wafer::ssd_scan`` call.
 
     HF's torch ``mamba2_chunk_scan`` pads, reshapes into chunks and masks (and needs
-    ``constant_pad_nd``); here the whole chunked scan is one op. With a cache or in training
-    mode the original forward runs unchanged.
+    ``constant_pad_nd``); here the whole chunked scan is one op. In training mode the original
+    forward runs unchanged.
     """
     return _with_scan("mamba2_chunk_scan", chunk_scan, mixer, original, *args, **kwargs)
 
 
 def mamba_mixer_forward(mixer: Any, original: Callable[..., Tensor], *args, **kwargs) -> Tensor:
-    """Run a FalconMamba or Jamba mixer's no-cache inference path with one
+    """Run a FalconMamba or Jamba mixer's inference path with one
     ``wafer::selective_scan`` call instead of HF's Python loop over time (which export unrolls).
-    With a cache or in training mode the original forward runs unchanged.
+    In training mode the original forward runs unchanged.
     """
     return _with_scan("mamba_selective_scan", selective_scan_fn, mixer, original, *args, **kwargs)
 

@@ -3,7 +3,7 @@
 The bindings are young: `dialects.ext` cannot express optional attributes or dense-array
 attributes, IRDL binds every operand of a variadic group to one type, ops print in generic
 form, and locations are plain objects. Everything else in the project goes through the names
-defined here; the one exception is the dialect definition itself (`compiler/dialects/wse.py`),
+defined here; the one exception is the dialect definition itself (`compiler/dialects/wse/`),
 which is written in the bindings' `ext` DSL. An import-linter contract in pyproject.toml keeps
 `torch_mlir` out of every other module.
 """

@@ -178,5 +178,6 @@ class HFWeightsError(HFConfigError):
 
 
 class NoKVCacheError(HFConfigError):
-    """A Hugging Face family whose decode state is more than attention keys and values (Mamba
-    conv/SSM state, linear attention): its decode step cannot be compiled yet; prefill can."""
+    """A Hugging Face family whose decode state is neither attention keys and values nor the
+    conv/recurrent state of transformers' linear-attention cache layers (RWKV's, RecurrentGemma's
+    state kept on the module): its decode step cannot be compiled yet; prefill can."""

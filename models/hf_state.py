@@ -6,7 +6,10 @@ wrap a reference model: ``prefill(input_ids) -> (logits, *state)`` and
 keys and values, each (batch, kv heads, slots, head dim). Inside, a transformers `Cache` whose
 layers hold those tensors stands in for `DynamicCache` / `StaticCache`: a decode step writes
 its key and value at slot ``position`` with an elementwise select (no in-place `index_copy_`)
-and attends to slots ``<= position``, so `torch.export` sees a pure function.
+and attends to slots ``<= position`` (a sliding-window layer: the last of them in its window),
+so `torch.export` sees a pure function. The cache keeps every token in its own slot, in
+sliding-window layers too (no ring buffer): it reports ``slots`` keys and ``position`` tokens
+before the step's, and transformers masks each layer from those, as for its `StaticCache`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from core.errors import HFConfigError, NoKVCacheError
+from models import hf_recurrent_state
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -55,8 +59,11 @@ def _cache_layer_class():
         def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
             return (query_length if self.position is None else self.max_cache_len), 0
 
-        def get_seq_length(self) -> int:
-            return 0
+        def get_seq_length(self) -> int:  # tokens before this step's: the query offset
+            return 0 if self.position is None else self.position
+
+        def state(self) -> tuple:
+            return self.keys, self.values
 
     return StateLayer
 
@@ -65,36 +72,23 @@ def _layers(config) -> int:
     return config.get_text_config(decoder=True).num_hidden_layers
 
 
-def check_decodable(model: nn.Module, slots: int) -> None:
-    """A cache of `slots` slots, read whole with one mask, is exact for `model`: it has no
-    sliding-window layer, or `slots` fit in its window (a longer one needs a ring buffer)."""
-    text = cast("PreTrainedModel", model).config.get_text_config(decoder=True)
-    window = getattr(text, "sliding_window", None)
-    layer_types = getattr(text, "layer_types", None)
-    sliding = "sliding_attention" in layer_types if layer_types else window is not None
-    if sliding and isinstance(window, int) and slots > window:
-        raise HFConfigError(
-            f"{type(model).__name__}: {slots} cache slots exceed its sliding window of {window} "
-            "tokens, which needs a ring-buffer cache Wafer does not build yet; use at most "
-            f"{window} tokens (--seq plus --decode)"
-        )
-
-
 def init_state(model: nn.Module, batch: int, slots: int) -> tuple[Tensor, ...]:
-    """Zero KV cache of `slots` slots for `batch` sequences: keys and values of every layer,
-    shaped as a one-token prefill of the model leaves them (any family's head layout)."""
-    probe = torch.zeros((batch, 1), dtype=torch.int64, device=next(model.parameters()).device)
+    """Zero decode state for `batch` sequences, shaped as a one-token prefill of the model
+    leaves it (any family's head layout): keys and values of `slots` slots per attention
+    layer, conv and recurrent state per state-space layer (`hf_recurrent_state`)."""
     try:
-        with torch.no_grad():
-            state = HFPrefill(model, slots)(probe)[1:]
+        state = _probe(model, batch, slots)[0][1:]
+        if any(t is None for t in state):
+            raise TypeError("a layer left no keys and values in transformers' cache")
     except HFConfigError:
         raise
-    except Exception as exc:  # the family's cache is not a plain KV cache
+    except Exception as exc:  # the family keeps its state some other way
         reason = " ".join(str(exc).split())[:200]
         raise NoKVCacheError(
             f"{type(model).__name__}: Wafer's explicit decode state holds attention keys and "
-            "values only, and this family keeps other per-layer state (Mamba conv/SSM state, "
-            f"linear attention) [{reason}]; simulate its prefill alone (--decode 0)"
+            "values and the conv/recurrent state of transformers' linear-attention cache "
+            f"layers, and this family keeps its decode state otherwise [{reason}]; simulate "
+            "its prefill alone (--decode 0)"
         ) from None
     return tuple(torch.zeros_like(t) for t in state)
 
@@ -113,21 +107,26 @@ class HFForward(nn.Module):
         return self.model(input_ids=input_ids, use_cache=False).logits[:, -1:]
 
 
-def _run(model: PreTrainedModel, ids: Tensor, positions: Tensor, layers: list, **kwargs):
+def _run(model: PreTrainedModel, ids: Tensor, positions: Tensor, layers: list):
     """Logits of the last position and the layers' keys and values after `ids`."""
-    from transformers.cache_utils import Cache
-
-    cache = Cache(layers=layers)
+    cache = hf_recurrent_state.state_cache(layers)
     out = model(
         input_ids=ids,
         position_ids=positions[None].expand(ids.shape[0], -1),
         cache=cache,
         use_cache=True,
         logits_to_keep=1,
-        **kwargs,
     )
-    state = [t for layer in layers for t in (layer.keys, layer.values)]
-    return (out.logits, *state)
+    return (out.logits, *(t for layer in layers for t in layer.state()))
+
+
+def _probe(model: nn.Module, batch: int, slots: int):
+    """A one-token prefill of `batch` sequences into `slots` slots: ``(logits, *state)``, and
+    which state each layer carries (`hf_recurrent_state.Layout`)."""
+    probe = torch.zeros((batch, 1), dtype=torch.int64, device=next(model.parameters()).device)
+    prefill = HFPrefill(model, slots)
+    with torch.no_grad():
+        return prefill(probe), prefill.layout
 
 
 class HFPrefill(nn.Module):
@@ -138,43 +137,50 @@ class HFPrefill(nn.Module):
 
     def __init__(self, model: nn.Module, slots: int):
         super().__init__()
-        check_decodable(model, slots)
         self.model, self.slots = cast("PreTrainedModel", model), slots
+        self.types = hf_recurrent_state.layer_types(self.model)
+        self.layout: hf_recurrent_state.Layout = ()
 
     def forward(self, input_ids: Tensor) -> tuple[Tensor, ...]:
-        layer = _cache_layer_class()
-        layers = [layer(None, None, None, self.slots) for _ in range(_layers(self.model.config))]
+        if self.types is None:
+            layer = _cache_layer_class()
+            layers = [
+                layer(None, None, None, self.slots) for _ in range(_layers(self.model.config))
+            ]
+        else:  # conv/SSM state too (`hf_recurrent_state`)
+            layers = hf_recurrent_state.make_layers(self.types, self.slots)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        return _run(self.model, input_ids, positions, layers)
+        out = _run(self.model, input_ids, positions, layers)
+        self.layout = hf_recurrent_state.layout_of(layers)
+        return out
 
 
 class HFDecode(nn.Module):
     """``forward(input_ids (b, 1), position (1,), *state) -> (logits, *new_state)``: one token
-    at `position`, attending to the cache slots up to it."""
+    at `position`, attending to the cache slots up to it (a sliding-window layer: to those in
+    its window)."""
 
     model: PreTrainedModel
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = cast("PreTrainedModel", model)
+        self.types = hf_recurrent_state.layer_types(self.model)
+        self.layout = () if self.types is None else _probe(model, 1, 1)[1]
+
+    def _layers(self, position: Tensor, state: tuple[Tensor, ...]) -> tuple[int, list]:
+        """The cache's slots (0: no attention layer) and its layers holding `state`."""
+        if self.types is not None:  # conv/SSM state too (`hf_recurrent_state`)
+            names = [name for layer in self.layout for name in layer]
+            slots = state[names.index("keys")].shape[-2] if "keys" in names else 0
+            layers = hf_recurrent_state.make_layers(self.types, slots, position, state, self.layout)
+            return slots, layers
+        layer, slots = _cache_layer_class(), state[0].shape[-2]
+        return slots, [
+            layer(state[i], state[i + 1], position, slots) for i in range(0, len(state), 2)
+        ]
 
     def forward(self, input_ids: Tensor, position: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        layer = _cache_layer_class()
-        slots = state[0].shape[-2]
-        check_decodable(self.model, slots)
-        layers = [layer(state[i], state[i + 1], position, slots) for i in range(0, len(state), 2)]
-        visible = torch.arange(slots, device=position.device) <= position
-        mask = visible[None, None, None].expand(input_ids.shape[0], 1, 1, slots)
-        return _run(
-            self.model, input_ids, position, layers, attention_mask=_as_mask(self.model, mask)
-        )
-
-
-def _as_mask(model: PreTrainedModel, visible: Tensor) -> Tensor:
-    """The 4-D mask as the model's attention takes it: boolean for SDPA, else additive (0 where
-    visible, the dtype's lowest value elsewhere), as eager attention adds it to the scores."""
-    if model.config._attn_implementation == "sdpa":
-        return visible
-    dtype = next(model.parameters()).dtype
-    hidden = torch.full(visible.shape, torch.finfo(dtype).min, dtype=dtype, device=visible.device)
-    return torch.where(visible, torch.zeros_like(hidden), hidden)
+        # no mask given: transformers builds each layer type's (causal, sliding-window, ALiBi)
+        # from the cache's sizes and query offset (`StateLayer`), as for its static cache
+        return _run(self.model, input_ids, position, self._layers(position, state)[1])

@@ -53,7 +53,7 @@ _BINARY: dict[str, Callable] = {
     "fmod": jnp.fmod,
     "remainder": jnp.remainder,
     "atan2": jnp.arctan2,
-    "xor": jnp.logical_xor,
+    "xor": jnp.bitwise_xor,
 }
 for _name, _fn in _UNARY.items():
     register(_name, rule=lambda ins, opts, x, fn=_fn: fn(x))

@@ -115,7 +115,7 @@ _UNARY: dict[str, Callable] = {
     "sigmoid": jax.nn.sigmoid,
     "relu": jax.nn.relu,
     "silu": jax.nn.silu,
-    "not": jnp.logical_not,
+    "not": jnp.bitwise_not,
 }
 for _op, _fn in _UNARY.items():
     register(_op, rule=_unary(_fn))
@@ -128,8 +128,8 @@ _BINARY: dict[str, Callable] = {
     "pow": jnp.power,
     "maximum": jnp.maximum,
     "minimum": jnp.minimum,
-    "and": jnp.logical_and,
-    "or": jnp.logical_or,
+    "and": jnp.bitwise_and,
+    "or": jnp.bitwise_or,
 }
 for _op, _fn in _BINARY.items():
     register(_op, rule=_binary(_fn))

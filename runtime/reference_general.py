@@ -47,7 +47,7 @@ _BINARY: dict[str, Callable] = {
     "fmod": torch.fmod,
     "remainder": torch.remainder,
     "atan2": torch.atan2,
-    "xor": torch.logical_xor,
+    "xor": torch.bitwise_xor,
 }
 for _name, _fn in _UNARY.items():
     KERNELS.register(_name, lambda ins, x, fn=_fn: fn(x))

@@ -2,9 +2,10 @@
 
 The model is built on the meta device from its config (`models.hf_files`: no weights read,
 nothing downloaded, no code the config names imported); its prefill and one decode step are
-the pure functions of `models.hf_state` over an explicit KV cache of `seq + decode steps`
-slots, placed and simulated like a registered model's (`simulator.phases`), each compiled
-afresh (no placement cache: the files may change between runs).
+the pure functions of `models.hf_state` over explicit state (a KV cache of `seq + decode
+steps` slots; an SSM's or hybrid's conv/SSM state, `models.hf_recurrent_state`), placed and
+simulated like a registered model's (`simulator.phases`), each compiled afresh (no placement
+cache: the files may change between runs).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from core import dtypes
 from core.errors import ModelSimError, NoKVCacheError
-from models import hf_files, hf_state
+from models import hf_files, hf_recurrent_state, hf_state
 from simulator.phases import CHUNK_TOKENS, ModelSim, SimOptions, make_phase
 from simulator.placements import place_module
 
@@ -24,6 +25,17 @@ from simulator.placements import place_module
 def _context_limit(config) -> int | None:
     text = config.get_text_config(decoder=True)
     return getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None)
+
+
+def _state_words(model, slots: int) -> str:
+    """What the decode state holds, in words."""
+    types = hf_recurrent_state.layer_types(model)
+    if types is None:
+        return f"a KV cache of {slots} slots"
+    recurrent = sum(t in hf_recurrent_state.RECURRENT_TYPES for t, _ in types)
+    attention = sum(t not in ("conv", "linear_attention", "dummy") for t, _ in types)
+    kv = f" and a KV cache of {slots} slots for {attention} attention layer(s)" if attention else ""
+    return f"the conv/SSM state of {recurrent} layer(s){kv}"
 
 
 def simulate_hf(
@@ -53,6 +65,7 @@ def simulate_hf(
         if options.decode_steps:
             raise
         state, prefill_module = None, hf_state.HFForward(model)
+    held = _state_words(model, slots)
     placed = place_module(prefill_module, (ids,), target, options.mode)
     report = placed.report
     chunks = 1
@@ -60,7 +73,7 @@ def simulate_hf(
         chunks = max(1, min(len(report.layers), options.seq // CHUNK_TOKENS))
     note = (
         f"Hugging Face {name} built on the meta device; prefill "
-        + (f"into a KV cache of {slots} slots" if state is not None else "without a cache")
+        + (f"into {held}" if state is not None else "without a cache")
         + f", pipelined over {chunks} chunk(s) of the prompt"
         if report.mode == "pipelined"
         else f"Hugging Face {name} built on the meta device; streaming prefill"
@@ -86,8 +99,8 @@ def simulate_hf(
             hf_state.HFDecode(model), (ids, position, *state), target, options.mode
         )
         note = (
-            f"decode compiled once for position {options.decode_position}; KV cache of {slots} "
-            f"slots in SRAM, read whole (masked) every step"
+            f"decode compiled once for position {options.decode_position}; {held} in SRAM, "
+            "read whole (a KV cache masked) every step"
         )
         decode = make_phase(
             "decode",

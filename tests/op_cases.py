@@ -58,7 +58,17 @@ def ints(*shape, high=16):
     return lambda dtype: (torch.randint(0, high, shape, generator=_g(3)),)
 
 
+def ints2(a, b, high=16):
+    """Two integer inputs of shapes `a` and `b` (the dtype argument is unused)."""
+    return lambda dtype: tuple(
+        torch.randint(0, high, shape, generator=_g(seed)) for shape, seed in ((a, 1), (b, 2))
+    )
+
+
 POS = dict(low=0.1, high=3.0)
+INT = (torch.float32,)  # integer inputs whatever the dtype: run once
+# both branches of erfinv's approximation, +-1 and beyond
+ERFINV_POINTS = torch.tensor([-1.0, -0.9999, -0.998, -0.5, 0.0, 0.3, 0.95, 0.99999, 1.0, 1.5])
 
 
 def _compare(predicate: str, a, b):
@@ -109,6 +119,11 @@ CASES: list[OpCase] = [
     ),
     OpCase(aten.logical_not.default, lambda a: torch.logical_not(a > 0).to(a.dtype), rand(4, 8)),
     OpCase(aten.bitwise_not.default, lambda a: (~(a > 0)).to(a.dtype), rand(4, 8)),
+    # integer bitwise arithmetic (CPM-Ant's attention mask: int64 | bool)
+    OpCase(aten.bitwise_and.Tensor, operator.and_, ints2((4, 8), (8,)), dtypes=INT),
+    OpCase(aten.bitwise_or.Tensor, lambda a, b: a | (b > 7), ints2((4, 8), (8,)), dtypes=INT),
+    OpCase(aten.bitwise_xor.Tensor, operator.xor, ints2((4, 8), (8,)), dtypes=INT),
+    OpCase(aten.bitwise_not.default, operator.invert, ints(4, 8), dtypes=INT),
     OpCase(aten.where.self, lambda a, b: torch.where(a > 0, a, b), rand2((4, 8), (8,))),
     # unary math and activations
     OpCase(aten.neg.default, torch.neg, rand(4, 8)),
@@ -489,6 +504,7 @@ CASES += [
     ),
     OpCase(aten.hypot.default, torch.hypot, rand2((4, 8), (8,)), dtypes=F32),
     OpCase(aten.erfc.default, torch.erfc, rand(4, 8), dtypes=F32),
+    OpCase(aten.erfinv.default, torch.erfinv, lambda d: (ERFINV_POINTS.to(d),)),
     OpCase(
         aten.addmv.default,
         lambda v, m, x: torch.addmv(v, m, x, beta=0.5, alpha=2),

@@ -45,7 +45,7 @@ CLAIMED = frozenset(
         "column_stack conj conj_physical constant_pad_nd contiguous cos cosh count_nonzero cross "
         "cumprod cumsum cumulative_trapezoid deg2rad diag diag_embed diagflat diagonal diagonal_copy "
         "diff div.floor_rounding div.no_rounding_mode div.trunc_rounding dot double dsplit dstack "
-        "einsum empty empty_like empty_permuted empty_strided eq erf erfc exp exp2 expand expand_as "
+        "einsum empty empty_like empty_permuted empty_strided eq erf erfc erfinv exp exp2 expand expand_as "
         "expand_copy expm1 fft.fftshift fft.ifftshift fill flatten flip fliplr flipud float "
         "float_power floor floor_divide fmax fmin fmod frac full full_like gather ge gradient gt half "
         "heaviside hsplit hstack hypot index_add index_copy index_fill index_select inner int isclose "

@@ -66,3 +66,16 @@ def test_family_on_every_stage(family):
     cells = families.run_family(family)
     failed = {stage: cell.error for stage, cell in cells.items() if not cell.ok}
     assert not failed, failed
+
+
+def test_tiny_configs_follow_the_family_rules():
+    """Partial rotary stays within a tiny head, a heterogeneous config gets tiny per-layer
+    values, and per-layer-type RoPE left empty gets default RoPE per type."""
+    assert families.tiny_config("gptj").rotary_dim == 8
+    gemma4 = families.tiny_config("gemma4_text")
+    assert [gemma4.per_layer_config[i].head_dim for i in range(2)] == [16, 32]
+    dots3 = families.tiny_config("dots3_note_text")
+    assert {dots3.per_layer_config[i].num_attention_heads for i in range(2)} == {4}
+    compass = families.tiny_config("cohere_compass_text")
+    assert compass.rope_parameters["full_attention"]["rope_type"] == "default"
+    assert "gemma4_assistant" in families.exclusions()

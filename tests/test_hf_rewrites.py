@@ -5,6 +5,7 @@ import torch
 import transformers
 
 from compiler.hf_rewrites import REWRITES, apply_rewrites
+from models import hf_state
 
 SCAN = torch.ops.wafer.selective_scan.default
 
@@ -41,11 +42,23 @@ def test_rewritten_mixer_matches_original(hf_mamba):
 
 
 @torch.no_grad()
-def test_cached_path_falls_back_to_original(hf_mamba):
-    want = hf_mamba(_ids(), use_cache=True).logits
+def test_cached_path_scans_as_one_op(hf_mamba):
+    """With a cache HF's forward runs with its scan as the op, which also gives the state
+    a decode step continues from."""
+    want = hf_mamba(_ids(), use_cache=True)
     with apply_rewrites(hf_mamba):
-        got = hf_mamba(_ids(), use_cache=True).logits
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
+        got = hf_mamba(_ids(), use_cache=True)
+        prefill = hf_state.HFPrefill(hf_mamba, 12)  # the cache as explicit outputs
+        ep = torch.export.export(prefill, (_ids(),), strict=False)
+    assert sum(n.target == SCAN for n in ep.graph.nodes) == 3
+    torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=1e-5)
+    for layer in range(3):
+        torch.testing.assert_close(
+            got.cache.layers[layer].recurrent_states[0],
+            want.cache.layers[layer].recurrent_states[0],
+            rtol=0,
+            atol=1e-5,
+        )
 
 
 def test_restored_after_exception(hf_mamba):

@@ -86,6 +86,18 @@ FAMILIES = {
         mamba_dt_rank=8,
         use_mamba_kernels=False,
     ),
+    "afmoe": lambda: transformers.AfmoeConfig(
+        **SMALL,
+        **ATTN,
+        head_dim=8,
+        moe_intermediate_size=24,
+        num_experts=4,
+        num_experts_per_tok=2,
+        num_dense_layers=1,
+        route_scale=2.5,
+        layer_types=["sliding_attention", "full_attention"],
+        sliding_window=8,
+    ),
 }
 
 
@@ -132,6 +144,7 @@ COMPILED = {
     "gpt_oss": "batched_mm",
     "qwen3_moe": "batched_mm",  # slow: as Qwen2-MoE without the shared expert
     "deepseek_v3": "eager",  # slow: its router's groups are checked in test_router_scorings
+    "afmoe": "grouped_mm",  # sigmoid router with the block's expert_bias, route_scale
 }
 SLOW = {"qwen3_moe", "deepseek_v3"}
 MOE_OPS = {"moe_router", "moe_dispatch", "grouped_matmul", "moe_combine"}
@@ -302,3 +315,20 @@ def test_expert_load_routed_from_the_example_inputs(placed_mixtral):
     assert "routed from the example inputs" in notes[0] and str(want[1]) in notes[2]
     sim = simulate_placed(program, compiled.target, dtype="fp32")
     assert {o.op: o for o in sim.op_classes}["all_to_all"].tasks == 16
+
+
+@torch.no_grad()
+def test_family_matrix_tiny_moe_models_run_in_eager():
+    """The family matrix's tiny MoE configs (tests/families.py): DeepSeek-V3's MLA runs, AFMoE's
+    router (HF inits it to 0: every expert tied) is seeded, and the float64 reference of a
+    `grouped_mm` family (no float64 kernel) runs HF's expert loop."""
+    import families
+
+    deepseek = families.tiny_model("deepseek_v3")
+    ids = families.tiny_inputs(deepseek)
+    assert _logits(deepseek, ids, use_cache=False).std() > 0.01
+    afmoe = families.tiny_model("afmoe")
+    assert all(layer.mlp.router.gate.weight.std() > 0.1 for layer in afmoe.model.layers[1:])
+    fp32, fp64 = (families.tiny_model("flex_olmo", d) for d in (torch.float32, torch.float64))
+    want = _logits(fp32, ids, use_cache=False)
+    torch.testing.assert_close(_logits(fp64, ids, use_cache=False).float(), want, atol=1e-5, rtol=0)

@@ -84,3 +84,13 @@ def test_zero_dim_and_empty_inputs_match_eager(name, runtime):
     actual = compiled(*inputs)
     assert actual.shape == expected.shape and actual.dtype == expected.dtype
     torch.testing.assert_close(actual, expected)
+
+
+@pytest.mark.parametrize("runtime", ["reference", "jax"])
+def test_eye_matches_eager(runtime):
+    """`torch.eye` (Olmo-Hybrid's chunked delta rule) compiles: Wafer decomposes it from int64
+    positions, where the default decomposition compares uint8 ones."""
+    module = Fn(lambda a: a * 2 + torch.eye(3, 4, dtype=a.dtype) + torch.eye(4)[:3])
+    inputs = (torch.rand(3, 4),)
+    compiled = compiler.compile(module, inputs, target=None, runtime=runtime)
+    torch.testing.assert_close(compiled(*inputs), module(*inputs))

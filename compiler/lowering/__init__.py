@@ -12,6 +12,7 @@ from compiler.lowering import (  # noqa: F401  (importing registers the rules)
     scan,
     shape,
     sort,
+    special,
 )
 from compiler.lowering.driver import lower
 from compiler.lowering.registry import RULES, op_limits, op_name, supported_ops

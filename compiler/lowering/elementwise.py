@@ -51,24 +51,28 @@ for _op_class, _targets in {
     register(*_targets)(functools.partial(_binary, _op_class))
 
 
-BOOL = "boolean operands only (no integer bitwise arithmetic)"
+BITWISE = "integer or boolean operands (bitwise; logical on booleans)"
 
 
-def _bool_only(node: fx.Node) -> str | None:
+def _integral(node: fx.Node) -> str | None:
     dtypes = {a.meta["val"].dtype for a in node.args if isinstance(a, fx.Node)}
-    return None if dtypes == {torch.bool} else "only boolean operands are supported"
+    if any(d.is_floating_point or d.is_complex for d in dtypes):
+        return "only integer or boolean operands are supported"
+    return None
 
 
 def _logical(op_class, ctx: LoweringContext, node: fx.Node):
-    lhs, rhs = (ctx.operand(a, torch.bool) for a in node.args[:2])
+    """Operands in the result's dtype: bool for `logical_*` (nonzero), the promoted integer
+    (or bool) type for `bitwise_*`."""
+    lhs, rhs = (ctx.operand(a, ctx.out_dtype()) for a in node.args[:2])
     return ctx.emit(op_class, lhs, rhs, ctx.out_type()).result
 
 
-register(aten.bitwise_and.Tensor, check=_bool_only, limits=BOOL)(
+register(aten.bitwise_and.Tensor, check=_integral, limits=BITWISE)(
     functools.partial(_logical, wse.AndOp)
 )
 register(aten.logical_and.default)(functools.partial(_logical, wse.AndOp))
-register(aten.bitwise_or.Tensor, check=_bool_only, limits=BOOL)(
+register(aten.bitwise_or.Tensor, check=_integral, limits=BITWISE)(
     functools.partial(_logical, wse.OrOp)
 )
 register(aten.logical_or.default)(functools.partial(_logical, wse.OrOp))
@@ -95,9 +99,10 @@ def _where(ctx: LoweringContext, node: fx.Node):
 
 
 @register(aten.logical_not.default)
-@register(aten.bitwise_not.default, check=_bool_only, limits=BOOL)
+@register(aten.bitwise_not.default, check=_integral, limits=BITWISE)
 def _not(ctx: LoweringContext, node: fx.Node):
-    return ctx.emit(wse.NotOp, ctx.operand(node.args[0], torch.bool), ctx.out_type()).result
+    x = ctx.operand(node.args[0], ctx.out_dtype())
+    return ctx.emit(wse.NotOp, x, ctx.out_type()).result
 
 
 def _unary(op_class, ctx: LoweringContext, node: fx.Node):
@@ -184,7 +189,7 @@ for _op_class, _targets in {
 }.items():
     register(*_targets)(functools.partial(_binary, _op_class))
 
-register(aten.bitwise_xor.Tensor, check=_bool_only, limits=BOOL)(
+register(aten.bitwise_xor.Tensor, check=_integral, limits=BITWISE)(
     functools.partial(_logical, wse.XorOp)
 )
 register(aten.logical_xor.default)(functools.partial(_logical, wse.XorOp))

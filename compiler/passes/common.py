@@ -1,7 +1,7 @@
 """What the placement passes share: the placement error, rectangles of PEs, attribute access,
 sizes and cost figures of ops, and the per-PE SRAM map read back from a placed module.
 
-Placement attributes (see the end of `compiler/dialects/wse.py`): `stage` (i64), `region`
+Placement attributes (see `compiler/dialects/wse/fabric.py`): `stage` (i64), `region`
 ([x, y, w, h] of PEs, x the column, y the row) and `sram` ([offset, bytes_per_pe]) on ops; the
 module carries `wse.placement` ({mode, target, grid = [w, h], usable_sram_bytes_per_pe}),
 `wse.stages` (stage names) and `wse.stage_regions` ([x, y, w, h] per stage).

@@ -1,0 +1,108 @@
+"""Hugging Face decode over explicit conv/SSM state (`models.hf_recurrent_state`): SSMs and
+hybrids prefill and decode as pure functions that match eager transformers, compile with
+Wafer, and simulate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import assert_matches
+from families import tiny_inputs, tiny_model
+
+import compiler
+from core.errors import NoKVCacheError
+from models import hf_files, hf_state
+from simulator.hf_sim import simulate_hf
+from simulator.phases import SimOptions
+
+SLOTS = 12
+FAMILIES = ["mamba", "mamba2", "falcon_mamba", "bamba", "jamba", "zamba2", "zamba", "nemotron_h",
+            "falcon_h1", "granitemoehybrid"]  # fmt: skip
+
+
+def _setup(family: str):
+    """The tiny seeded model, 9 token ids, eager logits of all 9, and the state of prefilling
+    the first 8 and of prefilling all 9."""
+    model = tiny_model(family)
+    ids = tiny_inputs(model)[:, :9]
+    with torch.no_grad():
+        expected = model(ids, use_cache=False).logits
+        after_8 = hf_state.HFPrefill(model, SLOTS)(ids[:, :8])
+        after_9 = hf_state.HFPrefill(model, SLOTS)(ids)[1:]
+    return model, ids, expected, after_8, after_9
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decode_step_matches_eager_and_round_trips(family):
+    """Prefill 8 tokens, decode the 9th: eager HF's logits at positions 7 and 8; the step's
+    new state is the state of prefilling all 9 tokens; a zero state has the same shapes."""
+    model, ids, expected, (logits, *state), after_9 = _setup(family)
+    with torch.no_grad():
+        step, *new_state = hf_state.HFDecode(model)(ids[:, 8:], torch.tensor([8]), *state)
+    assert_matches(logits[:, -1], expected[:, 7])
+    assert_matches(step[:, -1], expected[:, 8])
+    assert len(new_state) == len(state) >= 2
+    for got, want in zip(new_state, after_9, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    zeros = hf_state.init_state(model, 2, SLOTS)
+    assert [z.shape for z in zeros] == [s.shape for s in state]
+    assert all(not z.any() for z in zeros)
+
+
+def _compiled_decode(family: str, runtimes: tuple[str, ...]) -> None:
+    model, ids, expected, (_, *state), after_9 = _setup(family)
+    prefill = compiler.compile(hf_state.HFPrefill(model, SLOTS), (ids[:, :8],))
+    decode = compiler.compile(hf_state.HFDecode(model), (ids[:, 8:], torch.tensor([8]), *state))
+    for runtime in runtimes:
+        logits, *got_state = prefill.using(runtime)(ids[:, :8])
+        step, *new_state = decode.using(runtime)(ids[:, 8:], torch.tensor([8]), *got_state)
+        assert_matches(logits[:, -1], expected[:, 7])
+        assert_matches(step[:, -1], expected[:, 8])
+        for got, want in zip(new_state, after_9, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["mamba", "bamba"])
+def test_compiled_decode_matches_eager(family):
+    """Prefill and decode compiled by Wafer, on the reference runtime and JAX."""
+    _compiled_decode(family, ("reference", "jax"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "family", ["mamba2", "falcon_mamba", "jamba", "zamba2", "nemotron_h", "falcon_h1"]
+)
+def test_compiled_decode_matches_eager_more_families(family):
+    _compiled_decode(family, ("reference",))
+
+
+BAMBA = {"model_type": "bamba", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 128,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
+         "mamba_n_heads": 4, "mamba_d_head": 32, "mamba_d_state": 8, "mamba_n_groups": 1,
+         "mamba_chunk_size": 8, "attn_layer_indices": [1]}  # fmt: skip
+
+
+def test_hybrid_config_simulates_prefill_and_decode(tmp_path):
+    """A Bamba config (a Mamba-2 layer and an attention layer) on the meta device: its decode
+    phase holds conv/SSM state and a KV cache (tests/test_hf_sim.py: Mamba from the CLI)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(BAMBA))
+    sim = simulate_hf(str(path), SimOptions(target="wse3", seq=16, decode_steps=4, dtype="bf16"))
+    assert sim.prefill.sim.cycles > 0 and sim.decode is not None
+    assert sim.decode.sim.cycles > 0 and sim.decode.steps == 4
+    assert any("conv/SSM state of" in note for note in sim.decode.notes)
+
+
+def test_state_kept_outside_the_cache_is_a_named_error(tmp_path):
+    """RecurrentGemma keeps its recurrent state on the module, not in transformers' cache:
+    decode is refused by name, saying what is missing."""
+    config = {"model_type": "recurrent_gemma", "hidden_size": 64, "num_hidden_layers": 2,
+              "vocab_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "intermediate_size": 128, "lru_width": 64, "head_dim": 16,
+              "block_types": ["recurrent", "attention"]}  # fmt: skip
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(NoKVCacheError, match="recurrent state outside the cache.*--decode 0"):
+        hf_state.init_state(hf_files.build(str(path), device="meta"), 1, 8)

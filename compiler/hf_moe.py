@@ -140,6 +140,7 @@ EXPERTS = tuple(
         "deepseek_v32.modeling_deepseek_v32.DeepseekV32Experts",
         "deepseek_v4.modeling_deepseek_v4.DeepseekV4Experts",
         "dots1.modeling_dots1.Dots1Experts",
+        "dots3_note.modeling_dots3_note.Dots3NoteExperts",
         "glm4_moe_lite.modeling_glm4_moe_lite.Glm4MoeLiteExperts",
         "glm_moe_dsa.modeling_glm_moe_dsa.GlmMoeDsaExperts",
         "granitemoe_swa.modeling_granitemoe_swa.GraniteMoeSWAExperts",

@@ -36,9 +36,12 @@ def _cache_layer_class():
         """A layer of explicit state: the prompt's keys padded to `slots` (`position` None),
         or this token's key and value selected into slot `position` (a decode step)."""
 
-        def __init__(self, keys: Tensor | None, values: Tensor | None, position, slots: int):
+        def __init__(
+            self, keys: Tensor | None, values: Tensor | None, position, slots: int, offset=True
+        ):
             super().__init__(max_cache_len=slots)
             self.keys, self.values, self.position = keys, values, position
+            self.offset = offset  # report `position` as the query offset (else 0: masked)
             self.is_initialized = True
 
         def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs):
@@ -60,7 +63,7 @@ def _cache_layer_class():
             return (query_length if self.position is None else self.max_cache_len), 0
 
         def get_seq_length(self) -> int:  # tokens before this step's: the query offset
-            return 0 if self.position is None else self.position
+            return self.position if self.position is not None and self.offset else 0
 
         def state(self) -> tuple:
             return self.keys, self.values
@@ -107,7 +110,7 @@ class HFForward(nn.Module):
         return self.model(input_ids=input_ids, use_cache=False).logits[:, -1:]
 
 
-def _run(model: PreTrainedModel, ids: Tensor, positions: Tensor, layers: list):
+def _run(model: PreTrainedModel, ids: Tensor, positions: Tensor, layers: list, **kwargs):
     """Logits of the last position and the layers' keys and values after `ids`."""
     cache = hf_recurrent_state.state_cache(layers)
     out = model(
@@ -116,6 +119,7 @@ def _run(model: PreTrainedModel, ids: Tensor, positions: Tensor, layers: list):
         cache=cache,
         use_cache=True,
         logits_to_keep=1,
+        **kwargs,
     )
     return (out.logits, *(t for layer in layers for t in layer.state()))
 
@@ -167,6 +171,7 @@ class HFDecode(nn.Module):
         self.model = cast("PreTrainedModel", model)
         self.types = hf_recurrent_state.layer_types(self.model)
         self.layout = () if self.types is None else _probe(model, 1, 1)[1]
+        self.masked = self.types is None and not _masks_from_offset(self.model)
 
     def _layers(self, position: Tensor, state: tuple[Tensor, ...]) -> tuple[int, list]:
         """The cache's slots (0: no attention layer) and its layers holding `state`."""
@@ -175,12 +180,46 @@ class HFDecode(nn.Module):
             slots = state[names.index("keys")].shape[-2] if "keys" in names else 0
             layers = hf_recurrent_state.make_layers(self.types, slots, position, state, self.layout)
             return slots, layers
-        layer, slots = _cache_layer_class(), state[0].shape[-2]
+        layer, slots, offset = _cache_layer_class(), state[0].shape[-2], not self.masked
         return slots, [
-            layer(state[i], state[i + 1], position, slots) for i in range(0, len(state), 2)
+            layer(state[i], state[i + 1], position, slots, offset) for i in range(0, len(state), 2)
         ]
 
     def forward(self, input_ids: Tensor, position: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        # no mask given: transformers builds each layer type's (causal, sliding-window, ALiBi)
-        # from the cache's sizes and query offset (`StateLayer`), as for its static cache
-        return _run(self.model, input_ids, position, self._layers(position, state)[1])
+        slots, layers = self._layers(position, state)
+        if not self.masked:  # transformers builds each layer type's mask (causal, sliding
+            # window, ALiBi) from the cache's sizes and query offset, as for its static cache
+            return _run(self.model, input_ids, position, layers)
+        visible = torch.arange(slots, device=position.device) <= position
+        mask = visible[None, None, None].expand(input_ids.shape[0], 1, 1, slots)
+        return _run(
+            self.model, input_ids, position, layers, attention_mask=_as_mask(self.model, mask)
+        )
+
+
+# Families whose attention takes only a 2-D padding mask (ALiBi built from it): BLOOM.
+_TWO_D_MASK_ONLY = ("bloom",)
+
+
+def _masks_from_offset(model: PreTrainedModel) -> bool:
+    """Let transformers mask a decode step from the cache's query offset: needed by
+    sliding-window layers and by `_TWO_D_MASK_ONLY`; other families get one explicit 4-D mask,
+    as some (BioGPT, MPT) do shape arithmetic on the offset, which `torch.export` cannot trace
+    when it is the step's position tensor."""
+    text = model.config.get_text_config(decoder=True)
+    layer_types = getattr(text, "layer_types", None)
+    if layer_types:
+        sliding = any("sliding" in str(t) for t in layer_types)
+    else:
+        sliding = getattr(text, "sliding_window", None) is not None
+    return sliding or text.model_type in _TWO_D_MASK_ONLY
+
+
+def _as_mask(model: PreTrainedModel, visible: Tensor) -> Tensor:
+    """The 4-D mask as the model's attention takes it: boolean for SDPA, else additive (0 where
+    visible, the dtype's lowest value elsewhere), as eager attention adds it to the scores."""
+    if model.config._attn_implementation == "sdpa":
+        return visible
+    dtype = next(model.parameters()).dtype
+    hidden = torch.full(visible.shape, torch.finfo(dtype).min, dtype=dtype, device=visible.device)
+    return torch.where(visible, torch.zeros_like(hidden), hidden)

@@ -127,12 +127,6 @@ OVERRIDES: dict[str, dict[str, object]] = {
     "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"],
                          "shared_intermediate_size": 64, "intermediate_size": 64},
     "hunyuan_v1_moe": {"intermediate_size": 64},
-    # multi-head latent attention: every head has its own keys; some read the rotary
-    # embedding's width from head_dim (qk_rope_head_dim)
-    **dict.fromkeys(("axk2", "bailing_hybrid", "deepseek_v2", "deepseek_v32", "glm4_moe_lite",
-                     "glm_moe_dsa", "kimi_linear"), {"num_key_value_heads": 4}),
-    **dict.fromkeys(("axk1", "deepseek_v3", "longcat_flash"),
-                    {"head_dim": 8, "num_key_value_heads": 4}),
     "dots1": {"n_shared_experts": 1},  # None by default
     "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},
     "minimax": {"block_size": 16},
@@ -260,6 +254,10 @@ def tiny_config(model_type: str):
             if "num_hidden_layers" in kwargs:
                 kwargs["num_hidden_layers"] = len(layers)
     kwargs |= _per_layer(default, kwargs)
+    if _settable(default, "kv_lora_rank"):  # multi-head latent attention: every head has its
+        # own keys, and some families read the rotary width (qk_rope_head_dim) from head_dim
+        kwargs |= {"num_key_value_heads": TINY["num_attention_heads"]}
+        kwargs |= {"head_dim": TINY["qk_rope_head_dim"]} if _settable(default, "head_dim") else {}
     kwargs.update(OVERRIDES.get(model_type, {}))
     return cls(**kwargs)
 
@@ -346,12 +344,13 @@ def _run_fp32(
             compiled = dataclasses.replace(compiled, placed=placed, target=target)
         runtime = {"reference": "reference", "tiled": "simulator", "jax-fp32": "jax"}[stage]
         actual = _logits(compiled.using(runtime)(ids, use_cache=False))
-        problem = check_output(actual, expected)
-        if problem is not None:
-            problem = check_conditioned_output(actual, expected, exact())
+        first = check_output(actual, expected)
+        problem = None if first is None else check_conditioned_output(actual, expected, exact())
     except Exception as error:  # noqa: BLE001
         return _failed(error)
-    return Cell(True) if problem is None else Cell(False, f"mismatch: {problem}", problem)
+    if problem is not None:
+        return Cell(False, f"mismatch: {problem}", problem)
+    return Cell(True, note="" if first is None else f"ill-conditioned, passes on float64: {first}")
 
 
 def _bf16(model_type: str, stages: tuple[str, ...]) -> dict[str, Cell]:

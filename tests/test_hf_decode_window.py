@@ -54,6 +54,21 @@ def test_compiled_decode_matches_eager_past_the_window(family):
     assert_matches(torch.stack(got, 1), expected)
 
 
+# biogpt and mpt do shape arithmetic on the cache's query offset: they decode under one
+# explicit 4-D mask (no offset), as every family without sliding-window layers does.
+@pytest.mark.parametrize("family", ["biogpt", "mpt", "llama"])
+def test_compiled_decode_matches_eager_under_an_explicit_mask(family):
+    model = models.build_hf(tiny_config(family), dtype=torch.float32, seed=0)
+    with torch.no_grad():
+        expected = model(IDS, use_cache=False).logits[:, PROMPT - 1 :]
+        state = hf_state.HFPrefill(model, TOTAL)(IDS[:, :PROMPT])[1:]
+    prefill = compiler.compile(hf_state.HFPrefill(model, TOTAL), (IDS[:, :PROMPT],))
+    step = (IDS[:, PROMPT:][:, :1], torch.tensor([PROMPT]), *state)
+    decode = compiler.compile(hf_state.HFDecode(model), step)
+    assert hf_state.HFDecode(model).masked
+    assert_matches(torch.stack(_steps(prefill, decode), 1), expected)
+
+
 def test_the_window_matters():
     """Past the window, gemma2's eager logits differ from those of the same weights with a
     window longer than the sequence: the decode test above checks the window is kept."""

@@ -14,6 +14,7 @@ import torch
 import transformers
 
 import compiler
+from compiler.hf_moe import EXPERTS
 from compiler.hf_rewrites import apply_rewrites
 from compiler.mlir import new_context, parse_module
 from core.geometry import Rect
@@ -332,3 +333,28 @@ def test_family_matrix_tiny_moe_models_run_in_eager():
     fp32, fp64 = (families.tiny_model("flex_olmo", d) for d in (torch.float32, torch.float64))
     want = _logits(fp32, ids, use_cache=False)
     torch.testing.assert_close(_logits(fp64, ids, use_cache=False).float(), want, atol=1e-5, rtol=0)
+
+
+def _family_of(experts_path: str) -> str:
+    """The matrix family whose modeling module (`transformers.models.<dir>`) defines a class."""
+    import families
+
+    directory, kept = experts_path.split(".")[2], set(families.families())
+    return next(t for t in (directory, f"{directory}_text") if t in kept)
+
+
+@pytest.mark.parametrize("path", EXPERTS, ids=lambda p: p.rsplit(".", 1)[1])
+@torch.no_grad()
+def test_every_rewritten_experts_class_matches_eager(path):
+    """Each experts class the rewrite names, in its family's tiny matrix model (its own
+    router), gives eager's logits through the rewrite."""
+    import families
+
+    model = families.tiny_model(_family_of(path))
+    ids = families.tiny_inputs(model)
+    want = _logits(model, ids, use_cache=False)
+    with apply_rewrites(model):
+        rewritten = [m for m in model.modules() if "forward" in m.__dict__]
+        got = _logits(model, ids, use_cache=False)
+    assert any(f"{type(m).__module__}.{type(m).__qualname__}" == path for m in rewritten)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * max(1.0, want.abs().max().item()))

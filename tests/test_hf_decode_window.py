@@ -43,15 +43,19 @@ def _steps(prefill, decode) -> list[torch.Tensor]:
 # same with SDPA; bloom: ALiBi.
 @pytest.mark.parametrize("family", ["mistral", "gemma2", "gemma3_text", "gpt_oss", "bloom"])
 def test_compiled_decode_matches_eager_past_the_window(family):
-    model = _model(family)
+    _assert_compiled_decode_matches_eager(_model(family))
+
+
+def _assert_compiled_decode_matches_eager(model: torch.nn.Module) -> None:
+    """Prefill and decode compiled once (decode at `PROMPT`), run over every step, against
+    eager's logits of the whole sequence."""
     with torch.no_grad():
         expected = model(IDS, use_cache=False).logits[:, PROMPT - 1 :]
         state = hf_state.HFPrefill(model, TOTAL)(IDS[:, :PROMPT])[1:]
     prefill = compiler.compile(hf_state.HFPrefill(model, TOTAL), (IDS[:, :PROMPT],))
     step = (IDS[:, PROMPT:][:, :1], torch.tensor([PROMPT]), *state)
     decode = compiler.compile(hf_state.HFDecode(model), step)
-    got = _steps(prefill, decode)
-    assert_matches(torch.stack(got, 1), expected)
+    assert_matches(torch.stack(_steps(prefill, decode), 1), expected)
 
 
 # biogpt and mpt do shape arithmetic on the cache's query offset: they decode under one
@@ -59,14 +63,8 @@ def test_compiled_decode_matches_eager_past_the_window(family):
 @pytest.mark.parametrize("family", ["biogpt", "mpt", "llama"])
 def test_compiled_decode_matches_eager_under_an_explicit_mask(family):
     model = models.build_hf(tiny_config(family), dtype=torch.float32, seed=0)
-    with torch.no_grad():
-        expected = model(IDS, use_cache=False).logits[:, PROMPT - 1 :]
-        state = hf_state.HFPrefill(model, TOTAL)(IDS[:, :PROMPT])[1:]
-    prefill = compiler.compile(hf_state.HFPrefill(model, TOTAL), (IDS[:, :PROMPT],))
-    step = (IDS[:, PROMPT:][:, :1], torch.tensor([PROMPT]), *state)
-    decode = compiler.compile(hf_state.HFDecode(model), step)
     assert hf_state.HFDecode(model).masked
-    assert_matches(torch.stack(_steps(prefill, decode), 1), expected)
+    _assert_compiled_decode_matches_eager(model)
 
 
 def test_the_window_matters():

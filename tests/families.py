@@ -107,6 +107,8 @@ TINY: dict[str, object] = {
     # gated delta-rule (linear attention) layers
     "linear_num_value_heads": 4, "linear_num_key_heads": 2, "linear_key_head_dim": 16,
     "linear_value_head_dim": 16,
+    # OPT's and XGLM's feed-forward width, OPT's embedding projection
+    "ffn_dim": 128, "word_embed_proj_dim": 64,
     # per-layer token embeddings and LAuReL blocks (Gemma-3n, Gemma-4)
     "vocab_size_per_layer_input": 128, "hidden_size_per_layer_input": 16, "laurel_rank": 8,
 }  # fmt: skip

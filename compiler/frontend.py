@@ -16,6 +16,7 @@ import torch
 from torch.export import ExportedProgram
 from torch.utils import _pytree as pytree
 
+from compiler.complex_pairs import rewrite_complex
 from compiler.hf_rewrites import apply_rewrites
 from core.errors import (
     DynamicShapeError,
@@ -60,7 +61,8 @@ def export(model: torch.nn.Module, args: tuple, kwargs: dict) -> ExportedProgram
     """Export `model(*args, **kwargs)` and decompose it to the ops the lowering knows.
 
     A model whose weights are on the meta device is exported with meta inputs too, so
-    large models compile without memory.
+    large models compile without memory. Complex values become real pairs
+    (`compiler.complex_pairs`).
     """
     _check_model(model)
     meta_weights = any(p.is_meta for p in model.parameters())
@@ -77,7 +79,7 @@ def export(model: torch.nn.Module, args: tuple, kwargs: dict) -> ExportedProgram
         raise _export_error(exc) from exc
     finally:
         hook.remove()
-    return ep.run_decompositions(decompositions())
+    return rewrite_complex(ep.run_decompositions(decompositions()))
 
 
 def _check_model(model: object) -> None:

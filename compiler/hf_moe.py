@@ -136,16 +136,19 @@ EXPERTS = tuple(
         "axk1.modeling_axk1.AXK1Experts",
         "axk2.modeling_axk2.AXK2Experts",
         "bailing_hybrid.modeling_bailing_hybrid.BailingHybridExperts",
+        "beam.modeling_beam.BeamExperts",
         "deepseek_v2.modeling_deepseek_v2.DeepseekV2Experts",
         "deepseek_v32.modeling_deepseek_v32.DeepseekV32Experts",
         "deepseek_v4.modeling_deepseek_v4.DeepseekV4Experts",
         "dots1.modeling_dots1.Dots1Experts",
         "dots3_note.modeling_dots3_note.Dots3NoteExperts",
+        "flint.modeling_flint.FlintExperts",
         "glm4_moe_lite.modeling_glm4_moe_lite.Glm4MoeLiteExperts",
         "glm_moe_dsa.modeling_glm_moe_dsa.GlmMoeDsaExperts",
         "granitemoe_swa.modeling_granitemoe_swa.GraniteMoeSWAExperts",
         "hy_v3.modeling_hy_v3.HYV3Experts",
         "hy_v4.modeling_hy_v4.HYV4Experts",
+        "inkling.modeling_inkling.InklingExperts",
         "inkling2.modeling_inkling2.Inkling2Experts",
         "inkling2_loop.modeling_inkling2_loop.Inkling2LoopExperts",
         "kimi_linear.modeling_kimi_linear.KimiLinearExperts",
@@ -159,6 +162,7 @@ EXPERTS = tuple(
         "minimax_m3_vl.modeling_minimax_m3_vl.MiniMaxM3VLExperts",
         "qwen3_5_moe.modeling_qwen3_5_moe.Qwen3_5MoeExperts",
         "qwen3_next.modeling_qwen3_next.Qwen3NextExperts",
+        "qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextExperts",
         "solar_open.modeling_solar_open.SolarOpenExperts",
         "zaya.modeling_zaya.ZayaExperts",
     )
@@ -167,6 +171,9 @@ ROUTERS: dict[str, Callable[..., object]] = {
     f"{_MODELS}.{_MIXTRAL}.MixtralTopKRouter": _router("softmax", True),
     f"{_MODELS}.{_QWEN2}.Qwen2MoeTopKRouter": _router("softmax", None, cast="logits"),
     f"{_MODELS}.{_QWEN3}.Qwen3MoeTopKRouter": _router("softmax", None, cast="logits"),
+    f"{_MODELS}.qwen4_exp.modeling_qwen4_exp.Qwen4ExpTextTopKRouter": _router(
+        "softmax", None, cast="logits"
+    ),
     f"{_MODELS}.gpt_oss.modeling_gpt_oss.GptOssTopKRouter": _router(
         "topk_softmax", False, cast="logits", bias=True
     ),

@@ -9,10 +9,11 @@ Registered rewrites (:data:`REWRITES`):
 
 * ``mamba-selective-scan``: ``transformers`` ``MambaMixer`` -> one ``wafer::selective_scan`` node.
 * ``moe-router`` / ``moe-experts``: MoE routers and experts modules -> ``wafer::moe_*`` ops
-  (``compiler.hf_moe``).
+  (``compiler.hf_moe``; static-shape forms of data-dependent ones in ``compiler.hf_moe_static``).
 * ``mamba2-ssd-scan``: the Mamba-2 mixers (Mamba-2, Bamba, Zamba-2, Nemotron-H,
   Granite-MoE-hybrid) -> one ``wafer::ssd_scan`` node; ``falcon-jamba-selective-scan``:
   FalconMamba's and Jamba's mixers -> one ``wafer::selective_scan`` node (``compiler.hf_ssd``).
+* ``qsa-indexer``: Qwen4-Exp's sparse-attention indexer in fixed-size ops (``compiler.hf_indexer``).
 """
 
 import contextlib
@@ -24,14 +25,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from compiler.hf_indexer import INDEXERS
 from compiler.hf_moe import EXPERTS, ROUTERS, experts_forward
+from compiler.hf_moe_static import STATIC_MOE
 from compiler.hf_ssd import SSD_MIXERS, mamba_mixer_forward
 from core.custom_ops import selective_scan
+from models import hf_state
 
 
 @dataclass(frozen=True)
 class Rewrite:
-    """Replace ``forward`` of every module whose class is exactly ``target`` (``module.Qualname``).
+    """Replace ``method`` (``forward`` unless named) of every module whose class is exactly
+    ``target`` (``module.Qualname``).
 
     ``forward(module, original_forward, *args, **kwargs)`` computes the same result as
     ``original_forward(*args, **kwargs)`` and may call it for cases it does not handle.
@@ -40,6 +45,7 @@ class Rewrite:
     name: str
     target: str
     forward: Callable[..., object]
+    method: str = "forward"
 
     @property
     def doc(self) -> str:
@@ -100,6 +106,7 @@ REWRITES: tuple[Rewrite, ...] = (
     ),
     *(Rewrite("moe-experts", target, experts_forward) for target in EXPERTS),
     *(Rewrite("moe-router", target, forward) for target, forward in ROUTERS.items()),
+    *(Rewrite(n, t, f, m) for n, t, m, f in (*STATIC_MOE, *INDEXERS)),
     *(Rewrite(n, t, f) for n, (f, targets) in SSD_MIXERS.items() for t in targets),
 )
 
@@ -113,23 +120,27 @@ def _qualname(module: nn.Module) -> str:
 def apply_rewrites(
     model: nn.Module, rewrites: tuple[Rewrite, ...] = REWRITES
 ) -> Iterator[nn.Module]:
-    """Patch matching submodules of ``model`` (instance-level ``forward``) inside the block.
+    """Patch matching submodules of ``model`` (instance-level methods) inside the block.
 
-    Yields ``model``. On exit every patched module gets its previous ``forward`` back.
+    Yields ``model``. On exit every patched module gets its previous methods back.
     """
-    by_target = {r.target: r for r in rewrites}
-    patched: list[tuple[nn.Module, Callable | None]] = []
+    by_target: dict[str, dict[str, Rewrite]] = {}
+    for r in rewrites:  # the last rewrite of a method wins
+        by_target.setdefault(r.target, {})[r.method] = r
+    patched: list[tuple[nn.Module, str, Callable | None]] = []
     try:
         for module in model.modules():
-            rewrite = by_target.get(_qualname(module))
-            if rewrite is None:
-                continue
-            patched.append((module, module.__dict__.get("forward")))
-            module.forward = functools.partial(rewrite.forward, module, module.forward)
+            for method, rewrite in by_target.get(_qualname(module), {}).items():
+                patched.append((module, method, module.__dict__.get(method)))
+                replacement = functools.partial(rewrite.forward, module, getattr(module, method))
+                setattr(module, method, replacement)
         yield model
     finally:
-        for module, previous in reversed(patched):
+        for module, method, previous in reversed(patched):
             if previous is None:
-                delattr(module, "forward")
+                delattr(module, method)
             else:
-                module.forward = previous
+                setattr(module, method, previous)
+
+
+hf_state.PROBE_CONTEXTS.append(apply_rewrites)  # HF decode state probed through the rewrites

@@ -178,6 +178,12 @@ class HFWeightsError(HFConfigError):
 
 
 class NoKVCacheError(HFConfigError):
-    """A Hugging Face family whose decode state is neither attention keys and values nor the
-    conv/recurrent state of transformers' linear-attention cache layers (RWKV's, RecurrentGemma's
-    state kept on the module): its decode step cannot be compiled yet; prefill can."""
+    """A Hugging Face family whose decode state is neither attention keys and values, nor the
+    conv/recurrent state of transformers' linear-attention cache layers, nor state Wafer moves
+    out of the family itself (`models.hf_own_state`): its decode step cannot be compiled yet;
+    prefill can."""
+
+
+class ComplexValueError(UnsupportedOperatorError):
+    """A complex-valued tensor reaches an op, input or output that Wafer cannot rewrite into a
+    pair of real tensors (`compiler.complex_pairs`); lists every such node."""

@@ -26,16 +26,29 @@ Layout = tuple[tuple[str, ...], ...]
 RECURRENT_TYPES = ("conv", "linear_attention", "hybrid", "hybrid_sliding")
 
 
-def layer_types(model: PreTrainedModel) -> list[tuple[str, int]] | None:
+def cache_types(model: PreTrainedModel) -> list[tuple[str, int]]:
     """Each layer's cache type and number of conv/recurrent states, as transformers' caches
-    build them; None when no layer keeps recurrent state (a plain KV cache)."""
+    build them ("dummy": a layer without cache, as Gemma-3n's shared-KV layers)."""
     from transformers.cache_utils import get_layer_types_and_kwargs
 
-    text = model.config.get_text_config(decoder=True)
-    types, kwargs = get_layer_types_and_kwargs(text)
-    if not any(t in RECURRENT_TYPES for t in types):
-        return None
-    return [(t, k.get("number_of_states", 0)) for t, k in zip(types, kwargs, strict=True)]
+    config = model.config.get_text_config(decoder=True)
+    types, kwargs = get_layer_types_and_kwargs(config)
+    layers = [(t, k.get("number_of_states", 0)) for t, k in zip(types, kwargs, strict=True)]
+    if (passes := getattr(config, "loop_num_passes", 1)) > 1:  # Inkling-2-Loop: one cache
+        # layer per further pass over its looped layers, as its forward appends them
+        layers += layers[config.loop_layer_index_start : config.loop_layer_index_end] * (passes - 1)
+    return layers
+
+
+def layer_types(model: PreTrainedModel) -> list[tuple[str, int]] | None:
+    """`cache_types`, or None when no layer keeps recurrent state (a plain KV cache)."""
+    types = cache_types(model)
+    return types if any(t in RECURRENT_TYPES for t, _ in types) else None
+
+
+def kv_layout(types: list[tuple[str, int]]) -> Layout:
+    """The `Layout` of a plain KV cache: keys and values per layer with a cache."""
+    return tuple(() if kind == "dummy" else ("keys", "values") for kind, _ in types)
 
 
 @functools.cache
@@ -173,10 +186,16 @@ def _cache_class():
 
 
 def make_layers(
-    types: list[tuple[str, int]], slots: int, position=None, state=(), layout: Layout = ()
+    types: list[tuple[str, int]],
+    slots: int,
+    position=None,
+    state=(),
+    layout: Layout = (),
+    offset: bool = True,
 ) -> list:
     """The cache layers for `types`: empty for a prefill (`position` None), else holding
-    `state` as `layout` lays it out, for a decode step at `position`."""
+    `state` as `layout` lays it out, for a decode step at `position` (`offset`: whether
+    attention layers report it as the query offset, `hf_state`'s layer)."""
     from models.hf_state import _cache_layer_class
 
     recurrent, hybrid, attention = _recurrent_class(), _hybrid_class(), _cache_layer_class()
@@ -192,18 +211,23 @@ def make_layers(
         elif kind == "dummy":
             layers.append(_no_state_class()())
         else:
-            layers.append(attention(keys, values, position, slots))
+            layers.append(attention(keys, values, position, slots, offset))
     return layers
 
 
-def layout_of(layers: list) -> Layout:
-    """The `Layout` of layers after a forward pass; a state-space layer that left nothing in
-    the cache keeps its state elsewhere (on the module, as RecurrentGemma's), which no
-    explicit state can carry: a `ValueError`."""
+def missing(layer) -> str | None:
+    """Why `layer` after a forward pass carries no explicit state (its family keeps it
+    elsewhere), or None."""
     recurrent = _recurrent_class()
-    for index, layer in enumerate(layers):
-        if isinstance(layer, recurrent) and not recurrent.names(layer):
-            raise ValueError(f"layer {index} keeps its recurrent state outside the cache")
+    if isinstance(layer, recurrent) and not recurrent.names(layer):
+        return "keeps its recurrent state outside transformers' cache"
+    if any(t is None for t in layer.state()):
+        return "left no keys and values in transformers' cache"
+    return None
+
+
+def layout_of(layers: list) -> Layout:
+    """The `Layout` of layers after a forward pass (each checked by `missing`)."""
     return tuple(
         layer.names() if hasattr(layer, "names") else ("keys", "values") for layer in layers
     )

@@ -10,18 +10,24 @@ and attends to slots ``<= position`` (a sliding-window layer: the last of them i
 so `torch.export` sees a pure function. The cache keeps every token in its own slot, in
 sliding-window layers too (no ring buffer): it reports ``slots`` keys and ``position`` tokens
 before the step's, and transformers masks each layer from those, as for its `StaticCache`.
+A layer that reuses another's keys and values (Gemma-3n's shared-KV layers) carries none.
+SSMs and hybrids carry conv and recurrent state (`hf_recurrent_state`); RWKV, xLSTM and
+RecurrentGemma the state they keep outside transformers' cache (`hf_own_state`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
 
-from core.errors import HFConfigError, NoKVCacheError
-from models import hf_recurrent_state
+from core.errors import NoKVCacheError
+from models import hf_own_state, hf_recurrent_state
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -71,29 +77,23 @@ def _cache_layer_class():
     return StateLayer
 
 
-def _layers(config) -> int:
-    return config.get_text_config(decoder=True).num_hidden_layers
-
-
 def init_state(model: nn.Module, batch: int, slots: int) -> tuple[Tensor, ...]:
     """Zero decode state for `batch` sequences, shaped as a one-token prefill of the model
     leaves it (any family's head layout): keys and values of `slots` slots per attention
-    layer, conv and recurrent state per state-space layer (`hf_recurrent_state`)."""
-    try:
-        state = _probe(model, batch, slots)[0][1:]
-        if any(t is None for t in state):
-            raise TypeError("a layer left no keys and values in transformers' cache")
-    except HFConfigError:
-        raise
-    except Exception as exc:  # the family keeps its state some other way
-        reason = " ".join(str(exc).split())[:200]
-        raise NoKVCacheError(
-            f"{type(model).__name__}: Wafer's explicit decode state holds attention keys and "
-            "values and the conv/recurrent state of transformers' linear-attention cache "
-            f"layers, and this family keeps its decode state otherwise [{reason}]; simulate "
-            "its prefill alone (--decode 0)"
-        ) from None
+    layer, conv and recurrent state per state-space layer (`hf_recurrent_state`), or the
+    state a family keeps itself (`hf_own_state`). `NoKVCacheError` if no explicit state can
+    carry it; any other error is the model's own."""
+    state = _probe(model, batch, slots)[0][1:]
     return tuple(torch.zeros_like(t) for t in state)
+
+
+def _no_state(model: nn.Module, reason: str) -> NoKVCacheError:
+    return NoKVCacheError(
+        f"{type(model).__name__}: {reason}; Wafer's explicit decode state holds attention keys "
+        "and values, the conv/recurrent state of transformers' linear-attention cache layers "
+        "and the state RWKV, xLSTM and RecurrentGemma keep themselves, and this family keeps "
+        "its decode state otherwise; simulate its prefill alone (--decode 0)"
+    )
 
 
 class HFForward(nn.Module):
@@ -113,14 +113,15 @@ class HFForward(nn.Module):
 def _run(model: PreTrainedModel, ids: Tensor, positions: Tensor, layers: list, **kwargs):
     """Logits of the last position and the layers' keys and values after `ids`."""
     cache = hf_recurrent_state.state_cache(layers)
-    out = model(
-        input_ids=ids,
-        position_ids=positions[None].expand(ids.shape[0], -1),
-        cache=cache,
-        use_cache=True,
-        logits_to_keep=1,
-        **kwargs,
-    )
+    with hf_own_state.module_state(model, layers):
+        out = model(
+            input_ids=ids,
+            position_ids=positions[None].expand(ids.shape[0], -1),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **kwargs,
+        )
     return (out.logits, *(t for layer in layers for t in layer.state()))
 
 
@@ -129,8 +130,16 @@ def _probe(model: nn.Module, batch: int, slots: int):
     which state each layer carries (`hf_recurrent_state.Layout`)."""
     probe = torch.zeros((batch, 1), dtype=torch.int64, device=next(model.parameters()).device)
     prefill = HFPrefill(model, slots)
-    with torch.no_grad():
+    with torch.no_grad(), contextlib.ExitStack() as stack:
+        for context in PROBE_CONTEXTS:
+            stack.enter_context(context(model))
         return prefill(probe), prefill.layout
+
+
+# Entered around `init_state`'s probe, each with the model: `compiler.hf_rewrites` adds its
+# forwards (the ones export sees), so a family whose own forward reads routing data (JetMoE's
+# per-expert counts `.tolist()`) probes on the meta device too.
+PROBE_CONTEXTS: list[Callable[[nn.Module], AbstractContextManager]] = []
 
 
 class HFPrefill(nn.Module):
@@ -142,19 +151,22 @@ class HFPrefill(nn.Module):
     def __init__(self, model: nn.Module, slots: int):
         super().__init__()
         self.model, self.slots = cast("PreTrainedModel", model), slots
-        self.types = hf_recurrent_state.layer_types(self.model)
+        self.own = hf_own_state.handles(self.model)
+        if self.own:
+            hf_own_state.prepare(self.model)
         self.layout: hf_recurrent_state.Layout = ()
 
     def forward(self, input_ids: Tensor) -> tuple[Tensor, ...]:
-        if self.types is None:
-            layer = _cache_layer_class()
-            layers = [
-                layer(None, None, None, self.slots) for _ in range(_layers(self.model.config))
-            ]
-        else:  # conv/SSM state too (`hf_recurrent_state`)
-            layers = hf_recurrent_state.make_layers(self.types, self.slots)
+        if self.own:  # RWKV, xLSTM: state outside transformers' cache (`hf_own_state`)
+            return hf_own_state.prefill(self.model, input_ids)
+        layers = hf_recurrent_state.make_layers(
+            hf_recurrent_state.cache_types(self.model), self.slots
+        )
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         out = _run(self.model, input_ids, positions, layers)
+        for index, layer in enumerate(layers):
+            if reason := hf_recurrent_state.missing(layer):
+                raise _no_state(self.model, f"layer {index} {reason}")
         self.layout = hf_recurrent_state.layout_of(layers)
         return out
 
@@ -169,23 +181,28 @@ class HFDecode(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = cast("PreTrainedModel", model)
-        self.types = hf_recurrent_state.layer_types(self.model)
-        self.layout = () if self.types is None else _probe(model, 1, 1)[1]
-        self.masked = self.types is None and not _masks_from_offset(self.model)
+        self.own = hf_own_state.handles(self.model)
+        if self.own:
+            hf_own_state.prepare(self.model)
+        self.types = hf_recurrent_state.cache_types(self.model)
+        recurrent = hf_recurrent_state.layer_types(self.model) is not None
+        self.layout = hf_recurrent_state.kv_layout(self.types)
+        if recurrent and not self.own:
+            self.layout = _probe(model, 1, 1)[1]
+        self.masked = not recurrent and not _masks_from_offset(self.model)
 
     def _layers(self, position: Tensor, state: tuple[Tensor, ...]) -> tuple[int, list]:
         """The cache's slots (0: no attention layer) and its layers holding `state`."""
-        if self.types is not None:  # conv/SSM state too (`hf_recurrent_state`)
-            names = [name for layer in self.layout for name in layer]
-            slots = state[names.index("keys")].shape[-2] if "keys" in names else 0
-            layers = hf_recurrent_state.make_layers(self.types, slots, position, state, self.layout)
-            return slots, layers
-        layer, slots, offset = _cache_layer_class(), state[0].shape[-2], not self.masked
-        return slots, [
-            layer(state[i], state[i + 1], position, slots, offset) for i in range(0, len(state), 2)
-        ]
+        names = [name for layer in self.layout for name in layer]
+        slots = state[names.index("keys")].shape[-2] if "keys" in names else 0
+        layers = hf_recurrent_state.make_layers(
+            self.types, slots, position, state, self.layout, offset=not self.masked
+        )
+        return slots, layers
 
     def forward(self, input_ids: Tensor, position: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        if self.own:  # RWKV, xLSTM: state outside transformers' cache (`hf_own_state`)
+            return hf_own_state.decode(self.model, input_ids, state)
         slots, layers = self._layers(position, state)
         if not self.masked:  # transformers builds each layer type's mask (causal, sliding
             # window, ALiBi) from the cache's sizes and query offset, as for its static cache

@@ -4,10 +4,11 @@
 PE's SRAM at the PE and offset its `wse.weight_tiles` records (and keeps streamed weights in an
 external store). `run(program, wafer, inputs)` then executes the program, reading weights only
 back from that image: `wse.weight_tiles` gathers a weight tile by tile (streaming ones first
-copy their tiles in), `wse.tile_matmul` multiplies each PE's activation slice by the tile it
-reads from its own SRAM, `wse.fabric_reduce` adds the partial sums of the PE rows in its region
-in the order of its algorithm, and the Cannon dataflow moves activation blocks as its
-`wse.fabric_shift` says and output blocks one PE up per step. A wrong tile offset, a missing
+copy their tiles in, in passes over dim 0 with `stream_passes`), `wse.tile_matmul` multiplies
+each PE's activation slice by the tile it reads from its own SRAM, `wse.fabric_reduce` adds
+the partial sums of the PE rows in its region in the order of its algorithm, and the Cannon
+dataflow moves activation blocks as its `wse.fabric_shift` says and output blocks one PE up
+per step. A wrong tile offset, a missing
 partial sum or a wrong shift changes the result. A tiled `wse.attention` runs tile by tile
 and key block by key block with the online-softmax recurrence (`flash_attention`), a chunked
 `wse.selective_scan` chunk by chunk (`chunked_scan`).
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -123,6 +124,29 @@ def _gather(wafer: Wafer, ins: Instruction) -> torch.Tensor:
             part = _read_tile(wafer, ins, r, c)
             weight[index] = part[tuple(slice(0, s.stop - s.start) for s in index)]
     return weight
+
+
+def _in_passes(wafer: Wafer, ins: Instruction, weight: torch.Tensor) -> torch.Tensor:
+    """A weight streamed a slice of dim 0 at a time (`stream_passes`): each slice's tiles land
+    in one of two buffers in turn and are gathered from there before the next but one."""
+    tile = ins.attrs["tile_shape"]
+    step = -(-weight.shape[0] // ins.attrs["stream_passes"])
+    size = step * math.prod(tile[1:]) * weight.element_size()
+    parts = []
+    for p, start in enumerate(range(0, weight.shape[0], step)):
+        part = weight[start : start + step]
+        one = replace(
+            ins,
+            attrs={
+                **ins.attrs,
+                "tile_shape": [part.shape[0], *tile[1:]],
+                "sram_offset": ins.attrs["sram_offset"] + p % 2 * size,
+            },
+            result_specs=(replace(ins.result_specs[0], shape=tuple(part.shape)),),
+        )
+        _write_tiles(wafer, one, part)
+        parts.append(_gather(wafer, one))
+    return torch.cat(parts)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -249,6 +273,8 @@ class _Run:
         return [_tensor(env[v]) for v in self.program.outputs]
 
     def _weight_tiles(self, ins: Instruction, weight: _Weight) -> torch.Tensor:
+        if ins.attrs["home"] == "external" and ins.attrs.get("stream_passes", 1) > 1:
+            return _in_passes(self.wafer, ins, self.wafer.external[weight.name])
         if ins.attrs["home"] == "external":
             _write_tiles(self.wafer, ins, self.wafer.external[weight.name])
         return _gather(self.wafer, ins)

@@ -17,7 +17,7 @@ import torch
 
 from core import dtypes
 from core.errors import ModelSimError, NoKVCacheError
-from models import hf_files, hf_recurrent_state, hf_state
+from models import hf_files, hf_own_state, hf_recurrent_state, hf_state
 from simulator.phases import CHUNK_TOKENS, ModelSim, SimOptions, make_phase
 from simulator.placements import place_module
 
@@ -29,6 +29,8 @@ def _context_limit(config) -> int | None:
 
 def _state_words(model, slots: int) -> str:
     """What the decode state holds, in words."""
+    if (own := hf_own_state.words(model)) is not None:  # RWKV's, xLSTM's own
+        return own
     types = hf_recurrent_state.layer_types(model)
     if types is None:
         return f"a KV cache of {slots} slots"

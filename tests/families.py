@@ -111,6 +111,11 @@ TINY: dict[str, object] = {
     "ffn_dim": 128, "word_embed_proj_dim": 64,
     # per-layer token embeddings and LAuReL blocks (Gemma-3n, Gemma-4)
     "vocab_size_per_layer_input": 128, "hidden_size_per_layer_input": 16, "laurel_rank": 8,
+    # sliding-window layers' own heads, the unpadded LM head, relative-bias reach (Inkling-2)
+    "swa_num_attention_heads": 4, "swa_num_key_value_heads": 2, "swa_head_dim": 16,
+    "unpadded_vocab_size": 128, "rel_extent": 8,
+    # DBRX's nested attention and expert configs
+    "kv_n_heads": 2, "ffn_hidden_size": 32, "moe_num_experts": 4, "moe_top_k": 2,
 }  # fmt: skip
 # Per-layer pattern fields: their distinct values in order, one layer each (at least 2 layers).
 LAYER_PATTERNS = ("layer_types", "layers_block_type", "attention_layers")
@@ -142,14 +147,31 @@ OVERRIDES: dict[str, dict[str, object]] = {
     "dots3_note_text": {"num_key_value_heads": 4, "head_dim": 24, "index_n_heads": 4,
                         "index_head_dim": 16, "shared_experts_intermediate_size": 32},
     # its indexed-attention layers need the QSA indexer, which the default config leaves unset
-    "qwen4_exp_text": {"indexer_n_heads": 4, "indexer_kv_heads": 1, "indexer_head_dim": 16,
+    # (16 indexer heads: with 4, blocks whose every head's score is cut by its ReLU tie at 0,
+    # and eager's topk breaks such ties by its own algorithm)
+    "qwen4_exp_text": {"indexer_n_heads": 16, "indexer_kv_heads": 1, "indexer_head_dim": 16,
                        "indexer_budget": 8, "indexer_compress_ratio": 4},
+    # sliding layers of 64 x 128 heads and a 1,024-wide relative-position table: too big for mesh-8x8
+    "inkling_text": {"swa_num_attention_heads": 4, "swa_num_key_value_heads": 2, "swa_head_dim": 16,
+                     "rel_extent": 64},
+    # 256 zero-compute experts beside 4 routed ones leave the routed ones unchosen
+    "longcat_flash": {"zero_expert_num": 4},
     # Gemma-4's full-attention layers keep wider heads than its sliding ones (as global_head_dim)
     "gemma4_text": {"per_layer_config": {1: {"head_dim": 32}}},
     "gemma4_unified_text": {"per_layer_config": {1: {"head_dim": 32}}},
+    # one attention-residual block per layer, so that the second layer loops (twice); two
+    # experts, top-1, to fit mesh-8x8 with the second pass (streamed)
+    "inkling2_loop_text": {"n_layers_per_attn_res_block": 1, "loop_layer_index_start": 1,
+                           "loop_layer_index_end": 2, "loop_num_passes": 2, "loop_gate_rank": 8,
+                           "n_routed_experts": 2, "num_experts_per_tok": 1},
     # the last two layers reuse the first two's KV cache; activation sparsity on the first two
     "gemma3n_text": {"num_hidden_layers": 4, "layer_types": ["sliding_attention", "full_attention"] * 2,
                      "num_kv_shared_layers": 2, "activation_sparsity_pattern": [0.95, 0.95, 0.0, 0.0]},
+    # every layer MoE, with a shared expert as wide as its 4 experts: too big for mesh-8x8 at 128
+    "llama4_text": {"intermediate_size": 64},
+    # one dense layer then experts (by default the first three, or two, layers are dense)
+    "beam": {"mlp_layer_types": ["dense", "sparse"]},
+    "flint": {"mlp_only_layers": [0]},
 }  # fmt: skip
 
 
@@ -216,14 +238,66 @@ def _settable(config, name: str) -> bool:
     return hasattr(config, name) and not (isinstance(prop, property) and prop.fset is None)
 
 
+# Published checkpoints' values of fields a family's default config leaves None
+# (DeepSeek-V2: 6 routed experts per token, as deepseek-ai/DeepSeek-V2's config.json)
+PUBLISHED: dict[str, dict[str, object]] = {"deepseek_v2": {"num_experts_per_tok": 6}}
+
+
 def _completed(default) -> dict[str, object]:
-    """Fields a family's default config leaves unusable: RoPE keyed by layer type but left
-    empty (cohere_compass_text) becomes default RoPE for each layer type."""
+    """Fields a family's default config leaves unusable, filled by the family's own rules:
+    RoPE keyed by layer type but left empty (cohere_compass_text) becomes default RoPE for each
+    layer type; `_heads` and `_nested_attention` below."""
+    out = _heads(default) | _nested_attention(default)
+    out |= {
+        k: v
+        for k, v in PUBLISHED.get(default.model_type, {}).items()
+        if getattr(default, k) is None
+    }
     types = getattr(default, "layer_types", None)
     if getattr(default, "rope_parameters", None) == {} and types:
         rope = {"rope_type": "default", "rope_theta": 10000.0}
-        return {"rope_parameters": {t: dict(rope) for t in dict.fromkeys(types)}}
-    return {}
+        out["rope_parameters"] = {t: dict(rope) for t in dict.fromkeys(types)}
+    return out
+
+
+def _heads(default) -> dict[str, object]:
+    """`head_dim` left None is hidden_size // num_attention_heads (Ministral; what Mixtral's
+    attention derives), `num_key_value_heads` left None is num_attention_heads (Nemotron:
+    multi-head attention)."""
+    if getattr(default, "is_heterogeneous", False):  # per-layer heads: `_per_layer`
+        return {}
+    heads = getattr(default, "num_attention_heads", 0)
+    if not heads:
+        return {}
+    out: dict[str, object] = {}
+    if _settable(default, "head_dim") and default.head_dim is None:
+        out["head_dim"] = default.hidden_size // heads
+    if _settable(default, "num_key_value_heads") and default.num_key_value_heads is None:
+        out["num_key_value_heads"] = heads
+    return out
+
+
+def _nested_attention(default) -> dict[str, object]:
+    """A RoPE model's nested attention config (DBRX's `attn_config`) as its checkpoints give
+    it: the model's RoPE theta, which its attention reads there, and `clip_qkv` 8, as its
+    attention clamps q, k and v with no bound otherwise (an error)."""
+    theta = (getattr(default, "rope_parameters", None) or {}).get("rope_theta")
+    if theta is None or "attn_config" not in getattr(default, "sub_configs", {}):
+        return {}
+    attention = default.attn_config
+    out = {} if hasattr(attention, "rope_theta") else {"rope_theta": theta}
+    out |= {"clip_qkv": 8.0} if getattr(attention, "clip_qkv", 0) is None else {}
+    return {"attn_config": out} if out else {}
+
+
+def _nested(default, kwargs: dict[str, object]) -> dict[str, object]:
+    """Nested sub-configs of the text model (DBRX's `attn_config` and `ffn_config`) at tiny
+    sizes too: `TINY`'s values of their fields, on top of what `kwargs` gives them."""
+    out: dict[str, object] = {}
+    for name in getattr(default, "sub_configs", {}):
+        if fields := _tiny_fields(getattr(default, name)):
+            out[name] = cast("dict", kwargs.get(name, {})) | fields
+    return out
 
 
 def _per_layer(default, kwargs: dict[str, object]) -> dict[str, object]:
@@ -242,11 +316,23 @@ def _per_layer(default, kwargs: dict[str, object]) -> dict[str, object]:
     return {"per_layer_config": layers}
 
 
+def _tiny_fields(default) -> dict[str, object]:
+    """`TINY`'s values of the fields the config has; a name the config maps onto another field
+    `TINY` also sets (Inkling-2's `intermediate_size` is its `moe_intermediate_size`) gives way
+    to that field's own value. An alias's value goes under the field's own name too, which the
+    config's `__post_init__` reads before aliases apply (DBRX sizes its experts by `d_model`)."""
+    aliases = default.attribute_map
+    fields = {k: v for k, v in TINY.items() if _settable(default, k)}
+    fields = {k: v for k, v in fields.items() if aliases.get(k) not in fields}
+    return fields | {aliases[k]: v for k, v in fields.items() if k in aliases}
+
+
 def tiny_config(model_type: str):
     """The family's config at tiny sizes (`TINY`, `LAYER_PATTERNS`, `OVERRIDES`)."""
     cls = _config_class(model_type)
     default = cls()
-    kwargs = _completed(default) | {k: v for k, v in TINY.items() if _settable(default, k)}
+    kwargs = _completed(default) | _tiny_fields(default)
+    kwargs |= _nested(default, kwargs)
     for name in LAYER_PATTERNS:
         pattern = getattr(default, name, None) if _settable(default, name) else None
         if isinstance(pattern, list) and pattern:
@@ -269,13 +355,31 @@ def tiny_model(model_type: str, dtype: torch.dtype = torch.float32) -> PreTraine
     config = tiny_config(model_type)
     if dtype == torch.float64:  # HF's grouped_mm has no float64: its eager expert loop
         config._experts_implementation = "eager"
-    model = models.build_hf(config, dtype=dtype, seed=SEED)
+    model = models.build_hf(config, seed=SEED)
+    keep = _float32_parameters(config, dtype)
+    kept = {n: p.detach().clone() for n, p in model.named_parameters() if n in keep}
+    model.to(dtype)
     gen = torch.Generator().manual_seed(SEED)
     with torch.no_grad():  # a router HF inits to 0 (AFMoE) ties every expert: seeded N(0, 0.2)
         for name, param in model.named_parameters():
+            if name in kept:
+                param.data = kept[name]
             if ".router." in name and param.dim() == 2 and not param.any():
                 param.copy_(torch.randn(param.shape, generator=gen) * 0.2)
     return cast("PreTrainedModel", model)
+
+
+def _float32_parameters(config, dtype: torch.dtype) -> set[str]:
+    """The parameters a family creates in float32 whatever the model's dtype (routers, gates,
+    decays of Inkling-2, DeepSeek, Zamba...), as `from_config(dtype=...)` builds a bf16 model:
+    they stay float32 there (none for a float32 or float64 model)."""
+    from transformers import AutoModelForCausalLM
+
+    if dtype not in (torch.bfloat16, torch.float16):
+        return set()
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return {name for name, p in model.named_parameters() if p.dtype == torch.float32}
 
 
 def tiny_inputs(model: PreTrainedModel) -> torch.Tensor:
@@ -290,10 +394,14 @@ def default_model(model_type: str) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        cls = _config_class(model_type)
-        config = cls(**_completed(cls()))
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_config(default_config(model_type), dtype=torch.bfloat16)
     return model.eval()
+
+
+def default_config(model_type: str):
+    """The family's default config, with what it leaves unusable filled (`_completed`)."""
+    cls = _config_class(model_type)
+    return cls(**_completed(cls()))
 
 
 def short_reason(error: BaseException) -> str:
@@ -416,7 +524,7 @@ def _default_stages(model_type: str, stages: tuple[str, ...]) -> dict[str, Cell]
     except Exception as error:  # noqa: BLE001
         return dict.fromkeys(wanted, _failed(error))
     report = placed.report
-    cells = {"place": Cell(True, note=f"{report.mode}: {report.mode_reason}")}
+    cells = {"place": Cell(True, note=report.mode_reason)}  # it starts with the mode
     if "prefill-sim" in wanted:
         cells["prefill-sim"] = _simulated(placed)
     if "decode-sim" in wanted and decode is None:

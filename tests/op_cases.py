@@ -547,3 +547,12 @@ CASES.extend(
         torch.ops.wafer.moe_combine.default,
     )
 )
+# sliding windows (Inkling-2's token-mixing convolution): overlapping taps and, with step ==
+# size, whole windows as a reshape
+CASES.append(
+    OpCase(
+        aten.unfold.default,
+        lambda a: a.unfold(-1, 3, 2) * 2 + a.unfold(0, 2, 2).sum(),
+        rand(4, 9),
+    )
+)

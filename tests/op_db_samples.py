@@ -28,7 +28,7 @@ TRANSFORMER_OPS = (
     "chunk view reshape permute transpose expand unsqueeze squeeze flatten repeat roll flip "
     "tril triu arange full zeros_like ones_like nn.functional.pad nn.functional.conv1d "
     "slice_scatter narrow select einsum outer baddbmm clone maximum minimum eq lt ge "
-    "nn.functional.dropout triu_indices histc"
+    "nn.functional.dropout triu_indices histc unfold"
 ).split()
 
 
@@ -101,7 +101,8 @@ CLAIMED = frozenset(
         "squeeze squeeze.multiple squeeze_copy stack std std.unbiased std_mean std_mean.unbiased sub "
         "sum sum_to_size t t_copy take take_along_dim tan tanh tensordot tile to topk "
         "torch.ops.aten._safe_softmax.default trace transpose transpose_copy trapezoid trapz tril "
-        "triu true_divide trunc unbind unflatten unsafe_chunk unsafe_split unsqueeze unsqueeze_copy "
+        "triu true_divide trunc unbind unflatten unfold unfold_copy unsafe_chunk unsafe_split "
+        "unsqueeze unsqueeze_copy "
         "var var.unbiased var_mean var_mean.unbiased vdot view view_as vsplit vstack where xlogy "
         "zero_ zeros zeros_like "
     ).split()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import families
 import pytest
+import torch
 
 # Learned positions (GPT-2), RoPE with GQA and biases (Qwen2), SSM (Mamba), MoE (Mixtral).
 REPRESENTATIVE = ("gpt2", "qwen2", "mamba", "mixtral")
@@ -79,3 +80,60 @@ def test_tiny_configs_follow_the_family_rules():
     compass = families.tiny_config("cohere_compass_text")
     assert compass.rope_parameters["full_attention"]["rope_type"] == "default"
     assert "gemma4_assistant" in families.exclusions()
+
+
+def test_configs_fill_what_the_family_leaves_unset():
+    """Default configs get the fields transformers leaves None by the family's rule, nested
+    configs (DBRX) are tiny and get their RoPE theta, and a field's alias gives way to it."""
+    ministral = families.default_config("ministral")
+    assert ministral.head_dim == ministral.hidden_size // ministral.num_attention_heads == 128
+    nemotron = families.default_config("nemotron")
+    assert nemotron.num_key_value_heads == nemotron.num_attention_heads == 48
+    dbrx = families.default_config("dbrx")
+    assert dbrx.attn_config.rope_theta == dbrx.rope_parameters["rope_theta"] == 10000.0
+    tiny = families.tiny_config("dbrx")
+    assert (tiny.attn_config.kv_n_heads, tiny.num_key_value_heads, tiny.d_model) == (2, 2, 64)
+    assert (tiny.ffn_config.ffn_hidden_size, tiny.ffn_config.hidden_size) == (32, 64)
+    assert (tiny.ffn_config.moe_num_experts, tiny.ffn_config.moe_top_k) == (4, 2)
+    inkling = families.tiny_config("inkling2_text")
+    assert (inkling.moe_intermediate_size, inkling.swa_num_attention_heads) == (32, 4)
+    loop = families.tiny_config("inkling2_loop_text")
+    assert (loop.loop_layer_index_start, loop.loop_layer_index_end) == (1, 2)
+
+
+def test_bf16_model_keeps_the_family_float32_parameters():
+    """As HF builds it in bf16: Inkling-2's router stays float32, with the float32 model's
+    seeded values; the rest is bf16."""
+    fp32 = families.tiny_model("inkling2_text")
+    bf16 = families.tiny_model("inkling2_text", torch.bfloat16)
+    router = "model.layers.0.mlp.gate.weight"
+    params = dict(bf16.named_parameters())
+    assert params[router].dtype == torch.float32
+    assert torch.equal(params[router], dict(fp32.named_parameters())[router])
+    assert params["model.embed_tokens.weight"].dtype == torch.bfloat16
+    assert not families._float32_parameters(families.tiny_config("llama"), torch.bfloat16)
+
+
+@pytest.mark.parametrize("family", ["dbrx", "inkling2_text"])
+def test_nested_config_and_unfold_families_match_eager(family):
+    """DBRX's nested configs and Inkling-2's sliding windows (`aten.unfold`) on reference."""
+    cells = families.run_family(family, ("reference",))
+    assert cells["reference"].ok, cells["reference"].error
+
+
+@torch.no_grad()
+def test_looped_family_prefills_and_decodes_over_explicit_state():
+    """Inkling-2-Loop's cache has a layer per pass over its looped layers (made up front, as
+    its forward would append them): prefill and a decode step match eager's logits."""
+    from models import hf_state
+
+    model = families.tiny_model("inkling2_loop_text")
+    ids = families.tiny_inputs(model)[:1]
+    out = hf_state.HFPrefill(model, 32)(ids)
+    want = model(ids, use_cache=False).logits[:, -1:]
+    torch.testing.assert_close(out[0], want)
+    # layers 0, 1 and the loop's copy of 1: keys, values and 4 conv states each
+    assert len(out) - 1 == len(hf_state.init_state(model, 1, 32)) == 3 * 6
+    step = hf_state.HFDecode(model)(torch.tensor([[5]]), torch.tensor([16]), *out[1:])
+    want = model(torch.cat([ids, torch.tensor([[5]])], 1), use_cache=False).logits[:, -1:]
+    torch.testing.assert_close(step[0], want)

@@ -1,9 +1,11 @@
-"""Hugging Face decode over explicit conv/SSM state (`models.hf_recurrent_state`): SSMs and
-hybrids prefill and decode as pure functions that match eager transformers, compile with
-Wafer, and simulate."""
+"""Hugging Face decode over explicit conv/SSM state (`models.hf_recurrent_state`), state
+families keep outside transformers' cache (`models.hf_own_state`: RWKV, xLSTM,
+RecurrentGemma) and shared-KV layers (Gemma-3n): they prefill and decode as pure functions
+that match eager transformers, compile with Wafer, and simulate."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -13,13 +15,14 @@ from families import tiny_inputs, tiny_model
 
 import compiler
 from core.errors import NoKVCacheError
-from models import hf_files, hf_state
+from models import hf_files, hf_own_state, hf_state
 from simulator.hf_sim import simulate_hf
 from simulator.phases import SimOptions
 
 SLOTS = 12
 FAMILIES = ["mamba", "mamba2", "falcon_mamba", "bamba", "jamba", "zamba2", "zamba", "nemotron_h",
-            "falcon_h1", "granitemoehybrid"]  # fmt: skip
+            "falcon_h1", "granitemoehybrid", "rwkv", "xlstm", "recurrent_gemma",
+            "gemma3n_text"]  # fmt: skip
 
 
 def _setup(family: str):
@@ -70,10 +73,19 @@ def test_compiled_decode_matches_eager(family):
     _compiled_decode(family, ("reference", "jax"))
 
 
+@pytest.mark.parametrize("family", ["rwkv", "recurrent_gemma"])
+def test_compiled_decode_of_own_state_matches_eager(family):
+    """RWKV (a batch of one-token steps under `vmap`) and RecurrentGemma (state on its
+    modules, a local-attention KV cache) on the reference runtime."""
+    _compiled_decode(family, ("reference",))
+
+
+MORE = ["mamba2", "falcon_mamba", "jamba", "zamba2", "nemotron_h", "falcon_h1", "xlstm",
+        "gemma3n_text"]  # fmt: skip
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "family", ["mamba2", "falcon_mamba", "jamba", "zamba2", "nemotron_h", "falcon_h1"]
-)
+@pytest.mark.parametrize("family", MORE)
 def test_compiled_decode_matches_eager_more_families(family):
     _compiled_decode(family, ("reference",))
 
@@ -95,14 +107,53 @@ def test_hybrid_config_simulates_prefill_and_decode(tmp_path):
     assert any("conv/SSM state of" in note for note in sim.decode.notes)
 
 
-def test_state_kept_outside_the_cache_is_a_named_error(tmp_path):
-    """RecurrentGemma keeps its recurrent state on the module, not in transformers' cache:
-    decode is refused by name, saying what is missing."""
-    config = {"model_type": "recurrent_gemma", "hidden_size": 64, "num_hidden_layers": 2,
-              "vocab_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "intermediate_size": 128, "lru_width": 64, "head_dim": 16,
-              "block_types": ["recurrent", "attention"]}  # fmt: skip
+XLSTM = {"model_type": "xlstm", "hidden_size": 64, "embedding_dim": 64, "num_hidden_layers": 2,
+         "num_blocks": 2, "num_heads": 4, "vocab_size": 128, "chunk_size": 8}  # fmt: skip
+
+
+def test_own_state_config_simulates_prefill_and_decode(tmp_path):
+    """An xLSTM config on the meta device: its decode phase holds its own (C, n, m) state."""
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    with pytest.raises(NoKVCacheError, match="recurrent state outside the cache.*--decode 0"):
-        hf_state.init_state(hf_files.build(str(path), device="meta"), 1, 8)
+    path.write_text(json.dumps(XLSTM))
+    sim = simulate_hf(str(path), SimOptions(target="wse3", seq=16, decode_steps=4, dtype="bf16"))
+    assert sim.prefill.sim.cycles > 0 and sim.decode is not None
+    assert sim.decode.sim.cycles > 0 and sim.decode.steps == 4
+    assert any("mLSTM state (C, n, m) of 2 layer(s)" in note for note in sim.decode.notes)
+
+
+RECURRENT_GEMMA = {"model_type": "recurrent_gemma", "hidden_size": 64, "num_hidden_layers": 2,
+                   "vocab_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+                   "intermediate_size": 128, "lru_width": 64, "head_dim": 16,
+                   "block_types": ["recurrent", "attention"]}  # fmt: skip
+
+
+def _recurrent_gemma(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(RECURRENT_GEMMA))
+    return hf_files.build(str(path), device="meta")
+
+
+def test_state_kept_outside_the_cache_is_a_named_error(tmp_path, monkeypatch):
+    """A family keeping recurrent state where no explicit state reaches it (RecurrentGemma's
+    modules, were `hf_own_state` not to move it): decode is refused by name, saying what is
+    missing; zero state is shaped as the one-token prefill leaves it otherwise."""
+    model = _recurrent_gemma(tmp_path)
+    shapes = [tuple(t.shape) for t in hf_state.init_state(model, 1, 8)]
+    assert shapes == [(1, 64, 3), (1, 64), (1, 2, 8, 16), (1, 2, 8, 16)]
+    monkeypatch.setattr(hf_own_state, "module_state", lambda *_: contextlib.nullcontext())
+    with pytest.raises(
+        NoKVCacheError, match="layer 0 keeps its recurrent state outside.*--decode 0"
+    ):
+        hf_state.init_state(model, 1, 8)
+
+
+def test_other_errors_are_the_models_own(tmp_path, monkeypatch):
+    """`init_state` names missing state only: an error in the model itself surfaces as is."""
+    model = _recurrent_gemma(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the model")
+
+    monkeypatch.setattr(model.model, "forward", broken)
+    with pytest.raises(RuntimeError, match="a bug in the model"):
+        hf_state.init_state(model, 1, 8)

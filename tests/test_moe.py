@@ -15,7 +15,8 @@ import transformers
 
 import compiler
 from compiler.hf_moe import EXPERTS
-from compiler.hf_rewrites import apply_rewrites
+from compiler.hf_moe_static import STATIC_MOE
+from compiler.hf_rewrites import _qualname, apply_rewrites
 from compiler.mlir import new_context, parse_module
 from core.geometry import Rect
 from core.moe import moe_combine, moe_dispatch, moe_router_reference
@@ -358,3 +359,74 @@ def test_every_rewritten_experts_class_matches_eager(path):
         got = _logits(model, ids, use_cache=False)
     assert any(f"{type(m).__module__}.{type(m).__qualname__}" == path for m in rewritten)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * max(1.0, want.abs().max().item()))
+
+
+@pytest.mark.parametrize("family", ["longcat_flash", "jetmoe"])
+@torch.no_grad()
+def test_static_shape_moe_rewrites_match_eager(family):
+    """LongCat-Flash (zero-compute experts beside routed ones) and JetMoE (MLP and attention
+    experts split by the router's counts) through `compiler.hf_moe_static`: eager's logits
+    with the rewrite, and compiled to `wse` MoE ops on the reference runtime."""
+    import families
+
+    model = families.tiny_model(family)
+    ids = families.tiny_inputs(model)
+    want = _logits(model, ids, use_cache=False)
+    targets = {target for _, target, _, _ in STATIC_MOE}
+    with apply_rewrites(model):
+        rewritten = {
+            _qualname(m) for m in model.modules() if m.__dict__.keys() & {"forward", "map"}
+        }
+        got = _logits(model, ids, use_cache=False)
+    assert len(rewritten & targets) >= 2 and want.std() > 0.01
+    atol = 1e-5 * max(1.0, want.abs().max().item())
+    torch.testing.assert_close(got, want, rtol=0, atol=atol)
+    compiled = compiler.compile(model, (ids,), {"use_cache": False}, target=None)
+    ops = [i.op for i in compiled.program.instructions]
+    assert MOE_OPS <= set(ops)
+    got = _logits(compiled.using("reference"), ids, use_cache=False)
+    torch.testing.assert_close(got, want, rtol=0, atol=atol)
+
+
+@torch.no_grad()
+def test_qsa_indexer_rewrite_selects_eagers_keys():
+    """Qwen4-Exp's sparse-attention indexer in fixed-size ops (`compiler.hf_indexer`) selects
+    the keys of HF's per-query `nonzero` loop: causal, left-padded (blocks then start past the
+    padding), and as a float mask; the whole tiny model gives eager's logits compiled."""
+    import families
+    from transformers.models.qwen4_exp import modeling_qwen4_exp as qwen4
+
+    model = families.tiny_model("qwen4_exp_text")
+    layer = next(m for m in model.modules() if isinstance(m, qwen4.Qwen4ExpTextQSAIndexer))
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 16, model.config.hidden_size, generator=gen)
+    positions = torch.arange(16).expand(2, 16)
+    rope = model.model.rotary_emb(x, positions)
+    causal = torch.ones(16, 16, dtype=torch.bool).tril()
+    padded = causal & (torch.arange(16) >= torch.tensor([[0], [5]]))[:, None, None]
+    float_mask = torch.zeros(2, 1, 16, 16).masked_fill(~padded, torch.finfo(torch.float32).min)
+    for mask in (causal.expand(2, 1, 16, 16), padded, float_mask):
+        want = layer(x, rope, mask, None)
+        with apply_rewrites(layer):
+            got = layer(x, rope, mask, None)
+        assert torch.equal(got, want) and 0 < want.sum() < causal.sum() * 2
+    ids = families.tiny_inputs(model)
+    want = _logits(model, ids, use_cache=False)
+    compiled = compiler.compile(model, (ids,), {"use_cache": False}, target=None)
+    assert "nonzero" not in {i.op for i in compiled.program.instructions}
+    got = _logits(compiled.using("reference"), ids, use_cache=False)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * max(1.0, want.abs().max().item()))
+
+
+def test_decode_state_probe_runs_through_the_rewrites():
+    """`init_state` probes a model eagerly; with the rewrites a meta-device JetMoE (whose own
+    forward reads its router's counts) probes too, as the default-size decode needs."""
+    import families
+
+    from models import hf_state
+
+    model = families.tiny_model("jetmoe").to("meta")
+    state = hf_state.init_state(model, 1, 8)
+    config = model.config
+    assert len(state) == 2 * config.num_hidden_layers and all(t.is_meta for t in state)
+    assert state[0].shape[-2] == 8

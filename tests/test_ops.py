@@ -71,6 +71,9 @@ EDGE_CASES = {
     "pad-empty": (lambda a: F.pad(a, (1, 1)), (torch.ones(2, 0),)),
     "repeat-0d": (lambda a: a.repeat(2, 3), (torch.tensor(2.0),)),
     "flip-empty": (lambda a: a.flip(0), (torch.ones(0, 3),)),
+    "unfold-0d": (lambda a: a.unfold(0, 1, 1) * 2, (torch.tensor(2.0),)),
+    "unfold-empty": (lambda a: a.unfold(1, 2, 1), (torch.ones(0, 3),)),
+    "unfold-no-taps": (lambda a: a.unfold(0, 0, 2), (torch.rand(7),)),
 }
 
 

@@ -9,7 +9,7 @@ import torch.fx as fx
 from compiler.dialects import wse
 from compiler.lowering.context import LoweringContext
 from compiler.lowering.registry import register
-from compiler.lowering.shape import pad_dim, slice_along
+from compiler.lowering.shape import pad_dim, stack_taps
 from compiler.mlir import i64_attr, shape_of, tensor_type
 
 aten = torch.ops.aten
@@ -61,21 +61,13 @@ def _general_conv1d(ctx: LoweringContext, node: fx.Node, bias):
     (G, O/G, C/G*K) @ (N, G, C/G*K, Lout) -> (N, O, Lout)."""
     x, weight, _, stride, padding, dilation, _, _, groups = node.args
     dtype = ctx.out_dtype()
-    n, channels, _ = x.meta["val"].shape
+    n = x.meta["val"].shape[0]
     out_channels, per_group, k = weight.meta["val"].shape
     s, d = int(stride[0]), int(dilation[0])
     out = shape_of(ctx.out_type())
     length = out[2]
     h = pad_dim(ctx, ctx.operand(x, dtype), 2, padding[0], padding[0])
-    taps = []
-    for tap in range(k):
-        piece = slice_along(ctx, h, 2, tap * d, tap * d + (length - 1) * s + 1, s)
-        column = tensor_type([n, channels, 1, length], dtype)
-        taps.append(ctx.emit(wse.ReshapeOp, piece, column).result)
-    stacked = taps[0]
-    for i, piece in enumerate(taps[1:], start=2):
-        wide = tensor_type([n, channels, i, length], dtype)
-        stacked = ctx.emit(wse.ConcatOp, stacked, piece, i64_attr(2), wide).result
+    stacked = stack_taps(ctx, h, 2, k, length, s, axis=2, dilation=d)
     rows = per_group * k
     cols = ctx.emit(wse.ReshapeOp, stacked, tensor_type([n, groups, rows, length], dtype)).result
     w = ctx.emit(

@@ -77,17 +77,8 @@ def _check_graph(ep: ExportedProgram) -> None:
                     )
                 if not supported_dtype(v.dtype):
                     dtypes.append(f"{node.name}: {v.dtype} at {describe_location(node)}")
-        if node.op != "call_function":
-            continue
-        rule = RULES.get(node.target)
-        if rule is None:
-            reason = _missing_rule_reason(op_name(node.target))
-        else:
-            reason = rule.unsupported_reason(node)
-        if rule is None or reason:
-            problems.append(
-                OpProblem(op_name(node.target), node.name, describe_location(node), reason or "")
-            )
+        if node.op == "call_function" and (problem := op_problem(node)):
+            problems.append(problem)
     if problems:
         raise UnsupportedOperatorError(problems)
     if dtypes:
@@ -95,6 +86,19 @@ def _check_graph(ep: ExportedProgram) -> None:
             "tensors of unsupported dtype (use float32, bfloat16 or float16 for data, "
             "int64 for indices):\n  " + "\n  ".join(dtypes)
         )
+
+
+def op_problem(node: fx.Node) -> OpProblem | None:
+    """Why the call `node` cannot be lowered (no rule, or a variant its rule rejects); None
+    when a rule takes it."""
+    rule = RULES.get(node.target)
+    if rule is None:
+        reason = _missing_rule_reason(op_name(node.target))
+    else:
+        reason = rule.unsupported_reason(node)
+    if rule is None or reason:
+        return OpProblem(op_name(node.target), node.name, describe_location(node), reason or "")
+    return None
 
 
 def _missing_rule_reason(name: str) -> str | None:

@@ -139,6 +139,57 @@ def pad_dim(ctx: LoweringContext, x, dim: int, before: int, after: int, value=0)
     return x
 
 
+def stack_taps(
+    ctx: LoweringContext,
+    x,
+    dim: int,
+    taps: int,
+    count: int,
+    step: int,
+    axis: int,
+    dilation: int = 1,
+):
+    """Windows along `dim` of `x`: tap t of window w is element `t * dilation + w * step`.
+    Each tap is one strided slice (`count` long on `dim`); the `taps` slices are stacked on a
+    new dim at `axis` of the result."""
+    dtype = torch_dtype(x.type)
+    stacked = None
+    for tap in range(taps):
+        start = tap * dilation
+        piece = slice_along(ctx, x, dim, start, start + (count - 1) * step + 1, step)
+        shape = list(shape_of(piece))
+        shape.insert(axis, 1)
+        piece = ctx.emit(wse.ReshapeOp, piece, tensor_type(shape, dtype)).result
+        if stacked is not None:
+            shape[axis] = tap + 1
+            piece = ctx.emit(
+                wse.ConcatOp, stacked, piece, i64_attr(axis), tensor_type(shape, dtype)
+            ).result
+        stacked = piece
+    return stacked
+
+
+@register(aten.unfold.default)
+def _unfold(ctx: LoweringContext, node: fx.Node):
+    """`x.unfold(dim, size, step)`: the windows as `size` stacked taps on a new last dim;
+    windows that tile `dim` exactly (step == size) as a reshape; 0-d `x` as a 1-element dim."""
+    x, out = ctx.value(node.args[0]), ctx.out_type()
+    shape, dtype = list(shape_of(x)), torch_dtype(x.type)
+    if 0 in shape_of(out):
+        return ctx.constant(0, dtype, shape_of(out))
+    if not shape:
+        return ctx.emit(wse.ReshapeOp, x, out).result
+    dim, size, step = int(node.args[1]) % len(shape), int(node.args[2]), int(node.args[3])
+    count = shape_of(out)[dim]
+    if step != size:
+        return stack_taps(ctx, x, dim, size, count, step, len(shape))
+    x = slice_along(ctx, x, dim, 0, count * size)
+    split = shape[:dim] + [count, size] + shape[dim + 1 :]
+    x = ctx.emit(wse.ReshapeOp, x, tensor_type(split, dtype)).result
+    order = list(range(len(split)))
+    return transpose(ctx, x, order[: dim + 1] + order[dim + 2 :] + [dim + 1])
+
+
 @register(aten.constant_pad_nd.default)
 def _constant_pad(ctx: LoweringContext, node: fx.Node):
     """Pad (or, for negative amounts, crop) the last dims: `pad` holds (before, after) pairs

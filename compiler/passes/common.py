@@ -39,6 +39,11 @@ class PassContext:
         return Rect(0, 0, self.target.grid_width_pes, self.target.grid_height_pes)
 
 
+# Streaming: the most of a PE's usable SRAM one streamed weight may hold at once (the pool
+# holds it and the next weight, prefetched; activations take the rest).
+STREAM_SHARE = 0.2
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -257,7 +262,13 @@ def tile_rect(op) -> Rect:
 
 
 def tile_bytes(op) -> int:
-    return math.prod(get_ints(op, "tile_shape")) * element_bytes(op.results[0])
+    """Bytes of a `wse.weight_tiles` one PE holds at once: its tile, or with `stream_passes`
+    (a streamed weight arriving a slice of dim 0 at a time) two slices, one in use while the
+    next arrives."""
+    tile = get_ints(op, "tile_shape")
+    if has(op, "stream_passes"):
+        tile[0] = min(tile[0], 2 * ceil_div(tile[0], get_int(op, "stream_passes")))
+    return math.prod(tile) * element_bytes(op.results[0])
 
 
 def sram_map(module: ir.Module, width: int, height: int) -> np.ndarray:

@@ -34,6 +34,7 @@ from itertools import pairwise
 
 from compiler.mlir import int_list_attr, ir, shape_of, str_attr
 from compiler.passes.common import (
+    STREAM_SHARE,
     PassContext,
     body_ops,
     ceil_div,
@@ -121,10 +122,12 @@ class LayoutRegions:
                 for w in stage.weights
                 if len(shape_of(w.result)) >= 2 and not _on_whole_stage(w, readers)
             ]
-            leaves = self._leaves(rects[s], matrices, readers, usable)
+            streaming = ctx.mode == "streaming"
+            leaves = self._leaves(rects[s], matrices, readers, usable, streaming)
             for weight in matrices:
                 consumer, path = primary_consumer(weight, readers)
-                region, dataflow = self._gemm_region(consumer, leaves[weight], usable)
+                cap = usable * (STREAM_SHARE if streaming else self.options.sram_headroom)
+                region, dataflow = self._gemm_region(consumer, leaves[weight], usable, cap)
                 for op in path + [consumer]:
                     set_ints(op, "region", region)
                 if kind(consumer) == "grouped_matmul":
@@ -250,21 +253,33 @@ class LayoutRegions:
         areas = _water_fill(pes, cost, pes_total)
         return _snake(areas, target.grid_width_pes, target.wafer_height_pes, self.options.bands)
 
-    def _leaves(self, rect: Rect, matrices: list, readers: dict, usable: int) -> dict:
+    def _leaves(
+        self, rect: Rect, matrices: list, readers: dict, usable: int, streaming: bool
+    ) -> dict:
         """Each matrix's rectangle inside stage rectangle `rect`: areas by weight bytes, or by
-        weight plus result bytes where a consumer's results would crowd its rectangle."""
-        made = {
-            w: sum(nbytes(r) for r in primary_consumer(w, readers)[0].results) for w in matrices
-        }
-        leaves = _guillotine(rect, [(w, nbytes(w.result)) for w in matrices])
+        weight plus result bytes where a consumer's results would crowd its rectangle.
+        Streaming, beside experts weights (streamed in passes) the layer's other weights are
+        sized up by one common factor so that, where the stage has room, each could be held
+        at `STREAM_SHARE` of a PE; among themselves they still split by bytes."""
+        consumers = {w: primary_consumer(w, readers)[0] for w in matrices}
+        made = {w: sum(nbytes(r) for r in consumers[w].results) for w in matrices}
+        size = {w: nbytes(w.result) for w in matrices}
+        if streaming:
+            total, cap = sum(size.values()), usable * STREAM_SHARE
+            for w in matrices:
+                if kind(consumers[w]) != "grouped_matmul":
+                    size[w] = max(size[w], math.ceil(size[w] / cap * total / rect.num_pes))
+        leaves = _guillotine(rect, [(w, size[w]) for w in matrices])
         limit = usable * self.options.result_share
         if all(made[w] <= limit * leaves[w].num_pes for w in matrices):
             return leaves
-        return _guillotine(rect, [(w, nbytes(w.result) + made[w]) for w in matrices])
+        return _guillotine(rect, [(w, size[w] + made[w]) for w in matrices])
 
     # -- GEMM dataflow -----------------------------------------------------------------------
 
-    def _gemm_region(self, consumer, leaf: Rect, usable: int) -> tuple[Rect, str]:
+    def _gemm_region(self, consumer, leaf: Rect, usable: int, cap: float) -> tuple[Rect, str]:
+        """`leaf`, broadcast, or its q x q square for Cannon: where the blocks fit and the
+        weight's tile on the square stays within `cap` bytes per PE."""
         found = matmul_weight(consumer)
         if found is None:
             return leaf, ""
@@ -277,8 +292,10 @@ class LayoutRegions:
         # two blocks of the shifted input.
         side = ceil_div(rows, max(q, 1)) * element_bytes(consumer.result)
         blocks = side * (3 * ceil_div(n, max(q, 1)) + 2 * ceil_div(k, max(q, 1)))
-        fits = square >= self.options.cannon_min_aspect and (
-            blocks <= usable * self.options.cannon_share
+        fits = (
+            square >= self.options.cannon_min_aspect
+            and blocks <= usable * self.options.cannon_share
+            and nbytes(param.result) <= cap * q * q
         )
         cannon = (
             self.options.gemm_dataflow != "broadcast"

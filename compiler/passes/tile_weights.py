@@ -26,10 +26,12 @@ from dataclasses import dataclass
 
 from compiler.mlir import i64_attr, int_list_attr, ir, shape_of, str_attr
 from compiler.passes.common import (
+    STREAM_SHARE,
     PassContext,
     body_ops,
     ceil_div,
     get_int,
+    get_ints,
     get_str,
     kind,
     matmul_weight,
@@ -37,6 +39,7 @@ from compiler.passes.common import (
     producer,
     region_of,
     set_int,
+    tile_bytes,
     users,
     weight_consumers,
 )
@@ -45,9 +48,12 @@ from core.geometry import Rect
 
 @dataclass(frozen=True)
 class TileWeightsOptions:
-    """`split_vectors`: spread vectors over the top row of their region (else one PE each)."""
+    """`split_vectors`: spread vectors over the top row of their region (else one PE each).
+    `stream_share`: streaming, the most of a PE's usable SRAM an experts weight may hold at
+    once; a bigger one streams in passes over its experts (`stream_passes`)."""
 
     split_vectors: bool = True
+    stream_share: float = STREAM_SHARE
 
 
 class TileWeights:
@@ -73,6 +79,8 @@ class TileWeights:
             for user, consumer in direct.items():
                 with ir.InsertionPoint(user):
                     tiles = self._tiles(param, consumer, "external")
+                if kind(consumer) == "grouped_matmul":
+                    self._stream_passes(tiles, ctx.target.usable_sram_bytes_per_pe)
                 user.operation.replace_uses_of_with(param.result, tiles.result)
 
     def _tiles(self, param, consumer, home: str):
@@ -102,6 +110,19 @@ class TileWeights:
         )
         set_int(op, "stage", get_int(consumer, "stage"))
         return op
+
+    def _stream_passes(self, tiles, usable: int) -> None:
+        """Stream an experts weight (dim 0 unsplit, a `wse.grouped_matmul`'s rhs) whose tile
+        would hold more than `stream_share` of a PE's SRAM in passes of a few experts each: a
+        PE then holds two passes' slices (one in use, the next arriving), not every expert."""
+        budget = int(self.options.stream_share * usable)
+        dims, tile = get_ints(tiles, "tile_dims"), get_ints(tiles, "tile_shape")
+        if 0 in dims or tile_bytes(tiles) <= budget:
+            return
+        per_expert = tile_bytes(tiles) // tile[0]
+        passes = ceil_div(tile[0], max(1, budget // (2 * per_expert)))
+        if 2 * ceil_div(tile[0], passes) < tile[0]:  # else two passes' slices are every expert
+            set_int(tiles, "stream_passes", passes)
 
     def _grid(self, param, consumer, region: Rect, shape) -> tuple[list[int], list[int]]:
         """(tile_dims, tile_grid) of `param` for its consumer's region."""

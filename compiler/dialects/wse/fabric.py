@@ -66,6 +66,10 @@ class WeightTilesOp(Wse.Operation, name="weight_tiles"):
     PE (x + c, y + r), where `region = [x, y, w, h]` (w >= grid[1], h >= grid[0]). `home` is
     "sram" (resident: loaded once) or "external" (streaming: the tiles stream in from external
     memory into that SRAM range when this op runs). Every element is stored exactly once.
+    Optional `stream_passes` P (external, dim 0 not split: an experts weight): the tiles stream
+    in P passes of `ceil(tile_shape[0] / P)` slices of dim 0, each into one of two buffers in
+    turn (at `sram_offset` and right after the first), so a PE holds two slices, not the tile:
+    its SRAM range is those two slices' bytes (`2 * ceil(tile_shape[0] / P)` < dim 0 for P > 1).
     """
 
     input: Tensor
@@ -101,6 +105,17 @@ class WeightTilesOp(Wse.Operation, name="weight_tiles"):
             return _fail(self, f"tile_grid {grid} does not fit region {w}x{h}")
         if _int(self, "sram_offset") < 0 or _str(self, "home") not in WEIGHT_HOMES:
             return _fail(self, f"needs sram_offset >= 0 and home in {WEIGHT_HOMES}")
+        if "stream_passes" in self.attributes and not (
+            _str(self, "home") == "external"
+            and 0 not in dims
+            and 1 <= (passes := _int(self, "stream_passes")) <= max(1, shape[0])
+            and (passes == 1 or 2 * -(-shape[0] // passes) <= shape[0])
+        ):
+            return _fail(
+                self,
+                "stream_passes P needs home 'external', dim 0 unsplit, 1 <= P <= dim 0, and"
+                " P == 1 or two passes' slices (2 * ceil(dim 0 / P)) within dim 0",
+            )
         return True
 
 

@@ -96,29 +96,25 @@ BAMBA = {"model_type": "bamba", "hidden_size": 64, "num_hidden_layers": 2, "voca
          "mamba_chunk_size": 8, "attn_layer_indices": [1]}  # fmt: skip
 
 
-def test_hybrid_config_simulates_prefill_and_decode(tmp_path):
-    """A Bamba config (a Mamba-2 layer and an attention layer) on the meta device: its decode
-    phase holds conv/SSM state and a KV cache (tests/test_hf_sim.py: Mamba from the CLI)."""
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(BAMBA))
-    sim = simulate_hf(str(path), SimOptions(target="wse3", seq=16, decode_steps=4, dtype="bf16"))
-    assert sim.prefill.sim.cycles > 0 and sim.decode is not None
-    assert sim.decode.sim.cycles > 0 and sim.decode.steps == 4
-    assert any("conv/SSM state of" in note for note in sim.decode.notes)
-
-
 XLSTM = {"model_type": "xlstm", "hidden_size": 64, "embedding_dim": 64, "num_hidden_layers": 2,
          "num_blocks": 2, "num_heads": 4, "vocab_size": 128, "chunk_size": 8}  # fmt: skip
 
 
-def test_own_state_config_simulates_prefill_and_decode(tmp_path):
-    """An xLSTM config on the meta device: its decode phase holds its own (C, n, m) state."""
+@pytest.mark.parametrize(
+    ("config", "held"),
+    [(BAMBA, "conv/SSM state of"), (XLSTM, "mLSTM state (C, n, m) of 2 layer(s)")],
+    ids=["bamba", "xlstm"],
+)
+def test_config_simulates_prefill_and_decode_over_its_state(tmp_path, config, held):
+    """A Bamba config (a Mamba-2 layer and an attention layer: conv/SSM state and a KV cache)
+    and an xLSTM one (its own (C, n, m) state) on the meta device: the decode phase holds that
+    state (tests/test_hf_sim.py: Mamba from the CLI)."""
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(XLSTM))
+    path.write_text(json.dumps(config))
     sim = simulate_hf(str(path), SimOptions(target="wse3", seq=16, decode_steps=4, dtype="bf16"))
     assert sim.prefill.sim.cycles > 0 and sim.decode is not None
     assert sim.decode.sim.cycles > 0 and sim.decode.steps == 4
-    assert any("mLSTM state (C, n, m) of 2 layer(s)" in note for note in sim.decode.notes)
+    assert any(held in note for note in sim.decode.notes)
 
 
 RECURRENT_GEMMA = {"model_type": "recurrent_gemma", "hidden_size": 64, "num_hidden_layers": 2,

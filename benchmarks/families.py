@@ -75,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", type=Path, help="write the table as markdown here")
     p.add_argument("--errors", type=Path, help="write every failing cell's full error here")
     p.add_argument("--json", type=Path, help="write every cell (mark, error, note) here")
+    p.add_argument(
+        "--part", choices=PARTS, help="only the tiny stages or only the default-size ones"
+    )
     p.add_argument("--one", help=argparse.SUPPRESS)
-    p.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         _one(args.one, args.part)
@@ -84,10 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     names = args.names or families.families()
     rows: dict[str, Row] = {name: {} for name in names}
     with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        parts = [args.part] if args.part else list(PARTS)
         jobs = {
             pool.submit(_child, name, part, args.timeout): (name, part)
             for name in names
-            for part in PARTS
+            for part in parts
         }
         for future in concurrent.futures.as_completed(jobs):
             name, part = jobs[future]

@@ -12,8 +12,12 @@ Registered rewrites (:data:`REWRITES`):
   (``compiler.hf_moe``; static-shape forms of data-dependent ones in ``compiler.hf_moe_static``).
 * ``mamba2-ssd-scan``: the Mamba-2 mixers (Mamba-2, Bamba, Zamba-2, Nemotron-H,
   Granite-MoE-hybrid) -> one ``wafer::ssd_scan`` node; ``falcon-jamba-selective-scan``:
-  FalconMamba's and Jamba's mixers -> one ``wafer::selective_scan`` node (``compiler.hf_ssd``).
+  FalconMamba's, Jamba's and Zamba's mixers -> one ``wafer::selective_scan`` node
+  (``compiler.hf_ssd``).
 * ``qsa-indexer``: Qwen4-Exp's sparse-attention indexer in fixed-size ops (``compiler.hf_indexer``).
+* ``rwkv-wkv``: RWKV's WKV recurrence in closed form per chunk of tokens (``compiler.hf_rwkv``).
+* ``relative-bias``: Inkling's relative-position bias over the distances the keys reach
+  (``compiler.hf_relative``).
 """
 
 import contextlib
@@ -28,6 +32,8 @@ from torch import Tensor, nn
 from compiler.hf_indexer import INDEXERS
 from compiler.hf_moe import EXPERTS, ROUTERS, experts_forward
 from compiler.hf_moe_static import STATIC_MOE
+from compiler.hf_relative import RELATIVE_BIASES
+from compiler.hf_rwkv import RWKV_ATTENTION, rwkv_attention_forward
 from compiler.hf_ssd import SSD_MIXERS, mamba_mixer_forward
 from core.custom_ops import selective_scan
 from models import hf_state
@@ -106,8 +112,9 @@ REWRITES: tuple[Rewrite, ...] = (
     ),
     *(Rewrite("moe-experts", target, experts_forward) for target in EXPERTS),
     *(Rewrite("moe-router", target, forward) for target, forward in ROUTERS.items()),
-    *(Rewrite(n, t, f, m) for n, t, m, f in (*STATIC_MOE, *INDEXERS)),
+    *(Rewrite(n, t, f, m) for n, t, m, f in (*STATIC_MOE, *INDEXERS, *RELATIVE_BIASES)),
     *(Rewrite(n, t, f) for n, (f, targets) in SSD_MIXERS.items() for t in targets),
+    Rewrite("rwkv-wkv", RWKV_ATTENTION, rwkv_attention_forward),
 )
 
 

@@ -103,7 +103,7 @@ def mamba2_mixer_forward(mixer: Any, original: Callable[..., Tensor], *args, **k
 
 
 def mamba_mixer_forward(mixer: Any, original: Callable[..., Tensor], *args, **kwargs) -> Tensor:
-    """Run a FalconMamba or Jamba mixer's inference path with one
+    """Run a FalconMamba, Jamba or Zamba mixer's inference path with one
     ``wafer::selective_scan`` call instead of HF's Python loop over time (which export unrolls).
     In training mode the original forward runs unchanged.
     """
@@ -128,6 +128,7 @@ SSD_MIXERS: dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]] = {
         (
             f"{_MODELS}.falcon_mamba.modeling_falcon_mamba.FalconMambaMixer",
             f"{_MODELS}.jamba.modeling_jamba.JambaMambaMixer",
+            f"{_MODELS}.zamba.modeling_zamba.ZambaMambaMixer",
         ),
     ),
 }

@@ -12,13 +12,21 @@
   (``conv1d_state``, ``rg_lru.recurrent_states``): around a forward pass `module_state`
   moves them between the modules and `hf_recurrent_state`'s layers, which carry them as
   ``conv:0`` and ``recurrent:0``; its local-attention layers use the cache as any family's.
+- OpenAI GPT (GPT-1) has no cache: around a pass each block's attention is replaced by one
+  that writes its keys and values to its cache layer and attends to what the layer returns
+  (the prompt causally; a decode step to the slots up to its position).
+- MiniMax's lightning-attention layers read and write their (K^T V) state through the
+  `MiniMaxCache` methods ``get_linear_cache``/``set_linear_cache``: around a pass the cache
+  gets them, over its recurrent layers' ``recurrent:0``; its full-attention layers keep keys
+  and values as any family's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -119,8 +127,19 @@ def _module_blocks(model: Any, layers: list) -> list[tuple[Any, Any]]:
 
 @contextlib.contextmanager
 def module_state(model: PreTrainedModel, layers: list) -> Iterator[None]:
+    """Around one forward pass over cache `layers`: the state a family's modules keep, or read
+    and write outside transformers' cache, carried by those layers instead (RecurrentGemma,
+    OpenAI GPT, MiniMax); the modules are restored after it."""
+    kind = model.config.model_type
+    patch = _PATCHES.get(kind, _recurrent_gemma_state)
+    with patch(model, layers):
+        yield
+
+
+@contextlib.contextmanager
+def _recurrent_gemma_state(model: Any, layers: list) -> Iterator[None]:
     """RecurrentGemma's module-held state taken from `layers` (None: a prefill starts from
-    zeros) for one forward pass, and returned to them after it; the modules are restored."""
+    zeros) for one forward pass, and returned to them after it."""
     blocks = _module_blocks(model, layers)
     saved = [(block.conv1d_state, block.rg_lru.recurrent_states) for block, _ in blocks]
     for block, cache in blocks:
@@ -134,3 +153,79 @@ def module_state(model: PreTrainedModel, layers: list) -> Iterator[None]:
     finally:
         for (block, _), (conv, recurrent) in zip(blocks, saved, strict=True):
             block.conv1d_state, block.rg_lru.recurrent_states = conv, recurrent
+
+
+@contextlib.contextmanager
+def _forwards(replaced: list[tuple[Any, Callable]]) -> Iterator[None]:
+    """Each module's `forward` replaced for the duration (its own restored after)."""
+    saved = [module.__dict__.get("forward") for module, _ in replaced]
+    for module, forward in replaced:
+        module.forward = forward
+    try:
+        yield
+    finally:
+        for (module, _), own in zip(replaced, saved, strict=True):
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
+
+
+def _gpt_attention(attn: Any, layer: Any) -> Callable:
+    """OpenAI GPT's `Attention.forward` over cache `layer` (`hf_state`'s): a prefill attends
+    causally within the prompt, a decode step to the layer's slots up to its position; masked
+    scores are -1e4, as transformers' own. Its padding mask is not used (there is none)."""
+
+    def forward(x: Tensor, attention_mask=None, output_attentions=False) -> list[Tensor]:
+        query, key, value = attn.c_attn(x).split(attn.split_size, dim=2)
+        query, key, value = (attn.split_heads(t) for t in (query, key, value))
+        keys, values = layer.update(key, value)
+        scores = query @ keys.transpose(-1, -2)
+        if attn.scale:
+            scores = scores / math.sqrt(value.shape[-1])
+        if layer.position is None:
+            visible = attn.bias[:, :, : scores.shape[-2], : scores.shape[-1]]
+        else:
+            slots = torch.arange(keys.shape[-2], device=x.device)
+            visible = (slots <= layer.position).to(scores.dtype)
+        scores = scores * visible + -1e4 * (1 - visible)
+        weights = attn.attn_dropout(torch.softmax(scores, dim=-1))
+        return [attn.resid_dropout(attn.c_proj(attn.merge_heads(weights @ values)))]
+
+    return forward
+
+
+def _openai_gpt_state(model: Any, layers: list) -> contextlib.AbstractContextManager:
+    """GPT-1's blocks attending over cache `layers` for one forward pass."""
+    blocks = model.transformer.h
+    return _forwards(
+        [(b.attn, _gpt_attention(b.attn, layer)) for b, layer in zip(blocks, layers, strict=True)]
+    )
+
+
+def _minimax_state(model: Any, layers: list) -> contextlib.AbstractContextManager:
+    """MiniMax over cache `layers` for one forward pass: the cache reads and writes each
+    lightning layer's state in its recurrent layer, and the model is called with
+    ``use_cache=False`` (it refuses any cache but its own otherwise; its layers use the one
+    given all the same)."""
+    inner = model.model
+    own_forward = inner.forward
+
+    def get_linear_cache(index: int) -> Tensor | None:
+        return layers[index].recurrent_states[0]
+
+    def set_linear_cache(index: int, state: Tensor) -> None:
+        layers[index].update_recurrent_state(state)
+
+    def forward(*args, cache=None, **kwargs):
+        if cache is not None:
+            cache.get_linear_cache, cache.set_linear_cache = get_linear_cache, set_linear_cache
+        return own_forward(*args, cache=cache, **{**kwargs, "use_cache": False})
+
+    return _forwards([(inner, forward)])
+
+
+_PATCHES: dict[str, Callable[[Any, list], contextlib.AbstractContextManager]] = {
+    "openai-gpt": _openai_gpt_state,
+    "minimax": _minimax_state,
+}

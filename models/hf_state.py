@@ -10,7 +10,11 @@ and attends to slots ``<= position`` (a sliding-window layer: the last of them i
 so `torch.export` sees a pure function. The cache keeps every token in its own slot, in
 sliding-window layers too (no ring buffer): it reports ``slots`` keys and ``position`` tokens
 before the step's, and transformers masks each layer from those, as for its `StaticCache`.
-A layer that reuses another's keys and values (Gemma-3n's shared-KV layers) carries none.
+A layer that reuses another's keys and values (Gemma-3n's shared-KV layers) carries none; a
+sparse-attention layer (DeepSeek-V3.2's DSA) its indexer's keys too, kept as its keys are.
+A family whose forward prepends tokens (CPM-Ant) has slots for them too (`hf_prepended`); one
+that loops over its layers (Dory) a cache layer per loop (`hf_loop_state`); DeepSeek-V4's
+compressed attention fixed-shape compressed entries (`hf_compressed_state`).
 SSMs and hybrids carry conv and recurrent state (`hf_recurrent_state`); RWKV, xLSTM and
 RecurrentGemma the state they keep outside transformers' cache (`hf_own_state`).
 """
@@ -27,7 +31,13 @@ import torch
 from torch import Tensor, nn
 
 from core.errors import NoKVCacheError
-from models import hf_own_state, hf_recurrent_state
+from models import (
+    hf_compressed_state,
+    hf_loop_state,
+    hf_own_state,
+    hf_prepended,
+    hf_recurrent_state,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -48,6 +58,7 @@ def _cache_layer_class():
             super().__init__(max_cache_len=slots)
             self.keys, self.values, self.position = keys, values, position
             self.offset = offset  # report `position` as the query offset (else 0: masked)
+            self.indexer_keys: Tensor | None = None  # a DSA indexer's (`update_indexer`)
             self.is_initialized = True
 
         def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs):
@@ -65,14 +76,33 @@ def _cache_layer_class():
             self.values = torch.where(hit, value_states, self.values)
             return self.keys, self.values
 
+        def update_indexer(self, indexer_keys: Tensor) -> Tensor:
+            """A sparse-attention indexer's keys (batch, tokens, dim; DeepSeek-V3.2's DSA),
+            kept as the keys are: the prompt's padded to `slots`, or this token's selected
+            into slot `position`, every slot returned (the step's mask hides those beyond)."""
+            if self.position is None or self.indexer_keys is None:
+                b, length, dim = indexer_keys.shape
+                pad = indexer_keys.new_zeros(b, self.max_cache_len - length, dim)
+                self.indexer_keys = torch.cat([indexer_keys, pad], 1)
+                return indexer_keys
+            slots = torch.arange(self.max_cache_len, device=indexer_keys.device)
+            hit = (slots == self.position)[None, :, None]
+            self.indexer_keys = torch.where(hit, indexer_keys, self.indexer_keys)
+            return self.indexer_keys
+
         def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
             return (query_length if self.position is None else self.max_cache_len), 0
 
         def get_seq_length(self) -> int:  # tokens before this step's: the query offset
             return self.position if self.position is not None and self.offset else 0
 
+        def names(self) -> tuple[str, ...]:
+            """The state this layer carries (`hf_recurrent_state.Layout`)."""
+            return ("keys", "values") + (() if self.indexer_keys is None else ("indexer",))
+
         def state(self) -> tuple:
-            return self.keys, self.values
+            indexer = () if self.indexer_keys is None else (self.indexer_keys,)
+            return self.keys, self.values, *indexer
 
     return StateLayer
 
@@ -113,7 +143,11 @@ class HFForward(nn.Module):
 def _run(model: PreTrainedModel, ids: Tensor, positions: Tensor, layers: list, **kwargs):
     """Logits of the last position and the layers' keys and values after `ids`."""
     cache = hf_recurrent_state.state_cache(layers)
-    with hf_own_state.module_state(model, layers):
+    with (
+        hf_own_state.module_state(model, layers),
+        hf_loop_state.loops(model, layers),
+        hf_compressed_state.entry_masks(model, layers),
+    ):
         out = model(
             input_ids=ids,
             position_ids=positions[None].expand(ids.shape[0], -1),
@@ -123,6 +157,12 @@ def _run(model: PreTrainedModel, ids: Tensor, positions: Tensor, layers: list, *
             **kwargs,
         )
     return (out.logits, *(t for layer in layers for t in layer.state()))
+
+
+def _cache_types(model: PreTrainedModel) -> list[tuple[str, int]]:
+    """Each cache layer's type (`hf_recurrent_state.cache_types`), with those a looping
+    family's forward would append (`hf_loop_state`)."""
+    return hf_loop_state.cache_types(model, hf_recurrent_state.cache_types(model))
 
 
 def _probe(model: nn.Module, batch: int, slots: int):
@@ -144,13 +184,15 @@ PROBE_CONTEXTS: list[Callable[[nn.Module], AbstractContextManager]] = []
 
 class HFPrefill(nn.Module):
     """``forward(input_ids) -> (logits of the last position, *state)``; the state holds the
-    prompt's keys and values in the first of `slots` cache slots."""
+    prompt's keys and values in the first of `slots` cache slots, and as many more as the
+    model's forward prepends tokens (`hf_prepended`)."""
 
     model: PreTrainedModel
 
     def __init__(self, model: nn.Module, slots: int):
         super().__init__()
-        self.model, self.slots = cast("PreTrainedModel", model), slots
+        self.model = cast("PreTrainedModel", model)
+        self.slots = slots + hf_prepended.prepended(self.model)
         self.own = hf_own_state.handles(self.model)
         if self.own:
             hf_own_state.prepare(self.model)
@@ -159,9 +201,9 @@ class HFPrefill(nn.Module):
     def forward(self, input_ids: Tensor) -> tuple[Tensor, ...]:
         if self.own:  # RWKV, xLSTM: state outside transformers' cache (`hf_own_state`)
             return hf_own_state.prefill(self.model, input_ids)
-        layers = hf_recurrent_state.make_layers(
-            hf_recurrent_state.cache_types(self.model), self.slots
-        )
+        types = _cache_types(self.model)
+        layers = hf_recurrent_state.make_layers(types, self.slots)
+        layers = hf_compressed_state.convert(self.model, types, layers)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         out = _run(self.model, input_ids, positions, layers)
         for index, layer in enumerate(layers):
@@ -184,12 +226,14 @@ class HFDecode(nn.Module):
         self.own = hf_own_state.handles(self.model)
         if self.own:
             hf_own_state.prepare(self.model)
-        self.types = hf_recurrent_state.cache_types(self.model)
+        self.types = _cache_types(self.model)
         recurrent = hf_recurrent_state.layer_types(self.model) is not None
+        indexed = any(kind in _PROBED for kind, _ in self.types)
         self.layout = hf_recurrent_state.kv_layout(self.types)
-        if recurrent and not self.own:
+        if (recurrent or indexed) and not self.own:
             self.layout = _probe(model, 1, 1)[1]
         self.masked = not recurrent and not _masks_from_offset(self.model)
+        self.prepended = hf_prepended.prepended(self.model)
 
     def _layers(self, position: Tensor, state: tuple[Tensor, ...]) -> tuple[int, list]:
         """The cache's slots (0: no attention layer) and its layers holding `state`."""
@@ -198,11 +242,24 @@ class HFDecode(nn.Module):
         layers = hf_recurrent_state.make_layers(
             self.types, slots, position, state, self.layout, offset=not self.masked
         )
-        return slots, layers
+        placed = [(index, name) for index, layer in enumerate(self.layout) for name in layer]
+        compressed: dict[int, dict[str, Tensor]] = {}
+        for (index, name), tensor in zip(placed, state, strict=True):
+            if name == "indexer":  # `make_layers` places keys, values and recurrent state
+                layers[index].indexer_keys = tensor
+            elif name.startswith(("compressor:", "indexer:")):
+                compressed.setdefault(index, {})[name] = tensor
+        return slots, hf_compressed_state.convert(self.model, self.types, layers, compressed)
 
     def forward(self, input_ids: Tensor, position: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
         if self.own:  # RWKV, xLSTM: state outside transformers' cache (`hf_own_state`)
             return hf_own_state.decode(self.model, input_ids, state)
+        if self.prepended:  # CPM-Ant: its prompt tokens fill the first slots
+            slot = position + self.prepended
+            layers = self._layers(slot, state)[1]
+            cache = hf_recurrent_state.state_cache(layers)
+            logits = hf_prepended.cpmant_decode(self.model, input_ids, slot, cache)
+            return (logits, *(t for layer in layers for t in layer.state()))
         slots, layers = self._layers(position, state)
         if not self.masked:  # transformers builds each layer type's mask (causal, sliding
             # window, ALiBi) from the cache's sizes and query offset, as for its static cache
@@ -214,13 +271,21 @@ class HFDecode(nn.Module):
         )
 
 
-# Families whose attention takes only a 2-D padding mask (ALiBi built from it): BLOOM.
-_TWO_D_MASK_ONLY = ("bloom",)
+# The cache layer type of DeepSeek-V3.2-style sparse attention, whose indexer keeps keys too.
+INDEXED = "indexed_attention"
+
+# Cache layer types whose state `HFDecode` reads off a probe: DSA's, and DeepSeek-V4's
+# compressed attention (`hf_compressed_state`).
+_PROBED = (INDEXED, hf_compressed_state.SPARSE, hf_compressed_state.HEAVY)
+
+# Families whose attention takes only a 2-D padding mask (ALiBi built from it): BLOOM; or whose
+# every layer keeps a sliding window of keys whatever its type: DeepSeek-V4.
+_MASKED_FROM_OFFSET = ("bloom", "deepseek_v4")
 
 
 def _masks_from_offset(model: PreTrainedModel) -> bool:
     """Let transformers mask a decode step from the cache's query offset: needed by
-    sliding-window layers and by `_TWO_D_MASK_ONLY`; other families get one explicit 4-D mask,
+    sliding-window layers and by `_MASKED_FROM_OFFSET`; other families get one explicit 4-D mask,
     as some (BioGPT, MPT) do shape arithmetic on the offset, which `torch.export` cannot trace
     when it is the step's position tensor."""
     text = model.config.get_text_config(decoder=True)
@@ -229,7 +294,7 @@ def _masks_from_offset(model: PreTrainedModel) -> bool:
         sliding = any("sliding" in str(t) for t in layer_types)
     else:
         sliding = getattr(text, "sliding_window", None) is not None
-    return sliding or text.model_type in _TWO_D_MASK_ONLY
+    return sliding or text.model_type in _MASKED_FROM_OFFSET
 
 
 def _as_mask(model: PreTrainedModel, visible: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import sys
 
+import families
 import numpy as np
 import pytest
 import torch
@@ -235,3 +236,18 @@ def test_verifier_refuses_bad_ssd_scans():
     ):
         with pytest.raises(Exception, match=message):
             parse_module(_MODULE.format(**bad), new_context())
+
+
+def test_zamba_scans_once_per_mamba_head():
+    """Zamba's mixer runs one selective scan per Mamba head (HF's loop over time, unrolled by
+    export, made compiling its default size take over 600 s)."""
+    model = families.tiny_model("zamba")
+    ids = families.tiny_inputs(model)
+    with torch.no_grad():
+        want = model(ids, use_cache=False).logits
+        compiled = compiler.compile(model, (ids,), {"use_cache": False}, target=None)
+        got = compiled.using("reference")(ids, use_cache=False).logits
+    scans = [n for n in compiled.exported.graph.nodes if "selective_scan" in str(n.target)]
+    config = model.config
+    assert len(scans) == config.num_hidden_layers * config.n_mamba_heads
+    assert_matches(got, want)

@@ -264,11 +264,37 @@ def tile_rect(op) -> Rect:
 def tile_bytes(op) -> int:
     """Bytes of a `wse.weight_tiles` one PE holds at once: its tile, or with `stream_passes`
     (a streamed weight arriving a slice of dim 0 at a time) two slices, one in use while the
-    next arrives."""
+    next arrives. A streamed weight that its readers view in a wider dtype (an fp32 router's
+    bf16 weight) arrives converted: its tile takes the widest dtype viewed."""
     tile = get_ints(op, "tile_shape")
     if has(op, "stream_passes"):
         tile[0] = min(tile[0], 2 * ceil_div(tile[0], get_int(op, "stream_passes")))
-    return math.prod(tile) * element_bytes(op.results[0])
+    widest = element_bytes(op.results[0])
+    if get_str(op, "home") == "external":
+        widest = _widest_view(op.results[0])
+    return math.prod(tile) * widest
+
+
+def _widest_view(value) -> int:
+    """The most bytes per element of `value` or of any weight view of it."""
+    views = [use.owner for use in value.uses if kind(use.owner) in WEIGHT_VIEWS]
+    return max([element_bytes(value), *(_widest_view(v.results[0]) for v in views)])
+
+
+def streamed_view(op) -> bool:
+    """Whether `op` only views a streamed weight (a slice, convert, transpose... of a
+    `wse.weight_tiles` with home "external"): the stream delivers it so, and it takes no SRAM
+    of its own."""
+    if kind(op) not in WEIGHT_VIEWS:
+        return False
+    source = producer(op.operands[0])
+    while source is not None and kind(source) in WEIGHT_VIEWS:
+        source = producer(source.operands[0])
+    return (
+        source is not None
+        and kind(source) == "weight_tiles"
+        and get_str(source, "home") == "external"
+    )
 
 
 def sram_map(module: ir.Module, width: int, height: int) -> np.ndarray:

@@ -3,8 +3,9 @@ of its PEs, and check that no PE overflows.
 
 Each PE's usable SRAM fills from offset 0: weight tiles (pipelined: resident, matrices first,
 then vectors on top; streaming: a buffer pool where a weight's tiles stay from the use of the previous
-weight, so the next layer streams in while the current one computes, to its own last use),
-then state (KV cache, SSM state; resident), then activation workspaces: one per stage region,
+weight, so the next layer streams in while the current one computes, to its own last use;
+a streamed weight arrives as its readers view it, sliced or converted, so its views take no
+SRAM of their own), then state (KV cache, SSM state; resident), then activation workspaces: one per stage region,
 then one per sub-region of a stage (a matmul's rectangle; streaming: one for the wafer), where
 results live from their op to their last reader (first-fit reuse).
 A result's bytes per PE are its size spread over its region, except the per-PE working sets of
@@ -53,6 +54,7 @@ from compiler.passes.common import (
     sram_map,
     stage_names,
     stage_regions,
+    streamed_view,
     tile_bytes,
     tile_rect,
     users,
@@ -99,6 +101,7 @@ class PlanSram:
         pools: dict[tuple[int, Rect], list] = {}
         for op in ops:
             skip = kind(op) in ("param", "weight_tiles") or op in state or op in in_place
+            skip = skip or streamed_view(op)
             if skip or not op.results:
                 continue
             key = (

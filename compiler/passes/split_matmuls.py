@@ -35,6 +35,7 @@ from compiler.passes.common import (
     PassContext,
     body_ops,
     ceil_div,
+    element_bytes,
     get_int,
     get_ints,
     get_str,
@@ -54,10 +55,13 @@ class SplitMatmulsOptions:
     rows per first-phase group (0: about the square root of the row count). `cols_per_pass`:
     columns of partial sums a broadcast PE makes and sends at a time (bounds them on narrow
     regions, e.g. a vocabulary-wide GEMV; 0: its whole tile). `cannon_rows`: rows of an M
-    block a Cannon pass moves at a time (a longer block runs in several passes; 0: whole)."""
+    block a Cannon pass moves at a time (a longer block runs in several passes; 0: whole).
+    `broadcast_share`: the largest share of a PE's usable SRAM a broadcast pass's K slices may
+    take; a narrow weight on a region with few rows (a router's) gets fewer rows per pass."""
 
     reduce_algorithm: str = "auto"
     rows_per_pass: int = 8
+    broadcast_share: float = 0.25
     two_phase_group: int = 0
     cols_per_pass: int = 512
     cannon_rows: int = 64
@@ -80,14 +84,14 @@ class SplitMatmuls:
                 continue
             tiles, transposed, views = found
             with ir.InsertionPoint(op), op.location:
-                result = self._split(op, tiles.result, transposed)
+                result = self._split(op, tiles.result, transposed, ctx)
             op.result.replace_all_uses_with(result)
             op.operation.erase()
             for view in views:
                 if not list(view.result.uses):
                     view.operation.erase()
 
-    def _split(self, op, tiles, transposed: bool) -> ir.Value:
+    def _split(self, op, tiles, transposed: bool, ctx: PassContext) -> ir.Value:
         x, bias = op.operands[0], op.bias
         out_shape = shape_of(op.result)
         n = out_shape[-1]
@@ -129,17 +133,24 @@ class SplitMatmuls:
             )
             result = product.result
         else:
-            result = self._broadcast_reduce(op, x, tiles, transposed, kept_bias, stage, rows)
+            budget = int(self.options.broadcast_share * ctx.target.usable_sram_bytes_per_pe)
+            result = self._broadcast_reduce(
+                op, x, tiles, transposed, kept_bias, stage, rows, budget
+            )
         if extra_bias:
             add = _staged(wse.AddOp(lhs=result, rhs=bias, result=op.result.type), stage)
             set_ints(add, "region", get_ints(op, "region"))
             result = add.result
         return result
 
-    def _broadcast_reduce(self, op, x, tiles, transposed, bias, stage: int, rows: int):
+    def _broadcast_reduce(
+        self, op, x, tiles, transposed, bias, stage: int, rows: int, budget: int
+    ) -> ir.Value:
+        """Broadcast, per-PE products, reduce; a pass's K slices stay within `budget` bytes."""
         region = int_list_attr(get_ints(tiles.owner, "region"))
         parts = get_ints(tiles.owner, "tile_grid")[0]
-        per_pass = i64_attr(min(rows, self.options.rows_per_pass))
+        row_bytes = max(1, ceil_div(shape_of(x)[-1], parts) * element_bytes(x))
+        per_pass = i64_attr(min(rows, self.options.rows_per_pass, max(1, budget // row_bytes)))
         sent = _staged(
             wse.FabricBroadcastOp(
                 input=x,

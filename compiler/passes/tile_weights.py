@@ -3,7 +3,8 @@
 The tile grid follows the weight's main consumer: a matmul weight in (K, N) orientation puts
 K over PE rows and N over PE columns of the consumer's region (one tile per PE; q x q for the
 Cannon dataflow); other matrices split their first dim over rows and their last over columns
-(higher ranks: their two largest dims, so no whole dim of thousands stays on one PE);
+(higher ranks: their two largest dims, so no whole dim of thousands stays on one PE; turned
+round where a tile would otherwise take more than `stream_share` of a PE);
 vectors split over the columns of the region's top row (the row where reductions end, so a
 bias sits where it is added). Pipelined: one `wse.weight_tiles` per weight, resident
 (`home = "sram"`), right after the `wse.param`. Streaming: one per use, `home = "external"`,
@@ -22,6 +23,7 @@ After:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from compiler.mlir import i64_attr, int_list_attr, ir, shape_of, str_attr
@@ -30,6 +32,7 @@ from compiler.passes.common import (
     PassContext,
     body_ops,
     ceil_div,
+    element_bytes,
     get_int,
     get_ints,
     get_str,
@@ -49,8 +52,9 @@ from core.geometry import Rect
 @dataclass(frozen=True)
 class TileWeightsOptions:
     """`split_vectors`: spread vectors over the top row of their region (else one PE each).
-    `stream_share`: streaming, the most of a PE's usable SRAM an experts weight may hold at
-    once; a bigger one streams in passes over its experts (`stream_passes`)."""
+    `stream_share`: the most of a PE's usable SRAM one weight's tile should hold: streaming, a
+    bigger experts weight streams in passes over its experts (`stream_passes`); a bigger tile
+    of another matrix is cut the other way round where that makes it smaller."""
 
     split_vectors: bool = True
     stream_share: float = STREAM_SHARE
@@ -63,6 +67,7 @@ class TileWeights:
         self.options = options
 
     def run(self, module: ir.Module, ctx: PassContext) -> None:
+        usable = ctx.target.usable_sram_bytes_per_pe
         readers = users(module)
         for param in body_ops(module):
             if kind(param) != "param" or "stage" not in param.attributes:
@@ -70,7 +75,7 @@ class TileWeights:
             if ctx.mode == "pipelined":
                 consumer, _ = primary_consumer(param, readers)
                 with ir.InsertionPoint.after(param):
-                    tiles = self._tiles(param, consumer, "sram")
+                    tiles = self._tiles(param, consumer, "sram", usable)
                 param.result.replace_all_uses_except(tiles.result, tiles.operation)
                 continue
             direct: dict = {}
@@ -78,15 +83,15 @@ class TileWeights:
                 direct.setdefault(path[0] if path else consumer, consumer)
             for user, consumer in direct.items():
                 with ir.InsertionPoint(user):
-                    tiles = self._tiles(param, consumer, "external")
+                    tiles = self._tiles(param, consumer, "external", usable)
                 if kind(consumer) == "grouped_matmul":
-                    self._stream_passes(tiles, ctx.target.usable_sram_bytes_per_pe)
+                    self._stream_passes(tiles, usable)
                 user.operation.replace_uses_of_with(param.result, tiles.result)
 
-    def _tiles(self, param, consumer, home: str):
+    def _tiles(self, param, consumer, home: str, usable: int):
         shape = shape_of(param.result)
         region = region_of(consumer)
-        dims, grid = self._grid(param, consumer, region, shape)
+        dims, grid = self._grid(param, consumer, region, shape, usable)
         tile = list(shape)
         for d, g in zip(dims, grid, strict=True):
             if d != -1:
@@ -124,8 +129,10 @@ class TileWeights:
         if 2 * ceil_div(tile[0], passes) < tile[0]:  # else two passes' slices are every expert
             set_int(tiles, "stream_passes", passes)
 
-    def _grid(self, param, consumer, region: Rect, shape) -> tuple[list[int], list[int]]:
-        """(tile_dims, tile_grid) of `param` for its consumer's region."""
+    def _grid(
+        self, param, consumer, region: Rect, shape, usable: int
+    ) -> tuple[list[int], list[int]]:
+        """(tile_dims, tile_grid) of `param` for its consumer's region (`usable` bytes a PE)."""
         rank = len(shape)
         if rank == 0:
             return [-1, -1], [1, 1]
@@ -141,9 +148,26 @@ class TileWeights:
             dims = [1, 0] if found[1] else [0, 1]
             if "dataflow" in consumer.attributes and get_str(consumer, "dataflow") == "cannon":
                 return dims, [region.height, region.width]
-        else:
-            dims = sorted(sorted(range(rank), key=lambda d: -shape[d])[:2])  # the two largest
-        return dims, [_fit(shape[dims[0]], region.height), _fit(shape[dims[1]], region.width)]
+        else:  # the two largest dims; turned round where a tile would take more than
+            # `stream_share` of a PE and turned it is smaller (a short convolution's channels
+            # held across a rectangle one PE high)
+            dims = sorted(sorted(range(rank), key=lambda d: -shape[d])[:2])
+            budget = self.options.stream_share * usable / element_bytes(param.result)
+            if _tile_elements(shape, dims, region) > budget:
+                dims = min([dims, dims[::-1]], key=lambda ds: _tile_elements(shape, ds, region))
+        return dims, _grid_of(shape, dims, region)
+
+
+def _grid_of(shape, dims: list[int], region: Rect) -> list[int]:
+    """Tiles of dims[0] over `region`'s rows and of dims[1] over its columns."""
+    return [_fit(shape[dims[0]], region.height), _fit(shape[dims[1]], region.width)]
+
+
+def _tile_elements(shape, dims: list[int], region: Rect) -> int:
+    """Elements of one tile of `shape` cut along `dims` over `region`."""
+    grid = _grid_of(shape, dims, region)
+    cut = {d: ceil_div(shape[d], g) for d, g in zip(dims, grid, strict=True)}
+    return math.prod(cut.get(d, n) for d, n in enumerate(shape))
 
 
 def _fit(size: int, pes: int) -> int:

@@ -1,0 +1,141 @@
+"""Placement of shapes that crowded one PE at default sizes: a narrow weight on a region with
+few rows (a router's, Aria: 76,168 B on a PE), a streamed weight its reader slices or converts
+(LongCat-Flash's experts and fp32 router: 63,789 B), and a weight tile cut the wrong way round
+for its rectangle (Inkling's decode: 51,848 B). Each is checked tile by tile against eager."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import compiler
+import models
+from compiler.mlir import new_context, parse_module, shape_of
+from compiler.passes import PlacementOptions, place_program
+from compiler.passes.common import body_ops, ceil_div, get_int, get_ints, has, kind, tile_bytes
+from compiler.passes.split_matmuls import SplitMatmulsOptions
+from compiler.passes.tile_weights import TileWeightsOptions
+from core.target import load_target
+
+MESH = load_target("mesh-8x8")
+SHARE = SplitMatmulsOptions().broadcast_share
+
+
+class _Layer(torch.nn.Module):
+    """A wide weight beside a narrow router (as Aria's), in one layer: the router's rectangle
+    is a few PEs."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.wide = torch.nn.Linear(hidden, 256, bias=False)
+        self.router = torch.nn.Linear(hidden, 8, bias=False)
+
+    def forward(self, x):
+        return self.wide(x), self.router(x)
+
+
+class _Router(torch.nn.Module):
+    """`_Layer`, an fp32 gate over a bf16 weight (as DeepSeek's and LongCat's), and the first
+    `kept` rows of an experts-like bank (as LongCat slices its routed experts out of one that
+    also has slots for its zero-compute ones)."""
+
+    def __init__(self, hidden: int = 1024, kept: int = 4):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([_Layer(hidden)])  # one stage: "layers.0"
+        self.gate = torch.nn.Parameter(torch.randn(8, hidden) / hidden**0.5)
+        self.bank = torch.nn.Parameter(torch.randn(2 * kept, hidden) / hidden**0.5)
+        self.kept = kept
+
+    def forward(self, x):
+        gate = F.linear(x.float(), self.gate.float()).to(x.dtype)
+        return *self.layers[0](x), gate, x @ self.bank[: self.kept].t()
+
+
+def _ops(text: str) -> list[dict]:
+    with new_context() as ctx:
+        module = parse_module(text, ctx)
+        return [
+            {
+                "kind": kind(op),
+                "sram": get_ints(op, "sram") if has(op, "sram") else None,
+                "rows": get_int(op, "rows_per_pass") if has(op, "rows_per_pass") else None,
+                "parts": get_int(op, "parts") if has(op, "parts") else None,
+                "k": shape_of(op.operands[0])[-1] if op.operands else None,
+                "source": shape_of(op.operands[0]) if op.operands else None,
+                "held": tile_bytes(op) if kind(op) == "weight_tiles" else None,
+                "tile": get_ints(op, "tile_shape") if kind(op) == "weight_tiles" else None,
+            }
+            for op in body_ops(module)
+        ]
+
+
+@pytest.fixture(scope="module")
+def router():
+    torch.manual_seed(0)
+    model = _Router().to(torch.bfloat16).eval()
+    x = torch.randn(2, 8, 1024, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    return model, x, compiler.compile(model, (x,), target=None)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("share", [SHARE, 0.01])
+def test_broadcast_slices_stay_within_their_share(router, share):
+    """A broadcast matmul sends as many activation rows per pass as keep a pass's K slices
+    within `broadcast_share` of a PE (at 1 %, 409 B: one row of 128 bf16 values, not 8); the
+    results are eager's."""
+    model, x, compiled = router
+    options = PlacementOptions(matmuls=SplitMatmulsOptions(broadcast_share=share))
+    placed = place_program(compiled.mlir, MESH, mode="streaming", options=options)
+    sent = [op for op in _ops(placed.mlir) if op["kind"] == "fabric_broadcast"]
+    budget = share * MESH.usable_sram_bytes_per_pe
+    assert len(sent) == 2  # the wide weight's and the router's
+    assert all(op["rows"] * ceil_div(op["k"], op["parts"]) * 2 <= budget for op in sent)
+    assert all(op["rows"] == (8 if share == SHARE else 1) for op in sent)
+    run = dataclasses.replace(compiled, placed=placed, target=MESH).using("simulator")
+    for got, want in zip(run(x), model(x), strict=True):
+        torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+
+@torch.no_grad()
+def test_streamed_views_take_no_sram_and_converted_tiles_count_wide(router):
+    """Streaming, the router's convert and the bank's slice read the streamed tiles in place
+    (no `sram` of their own); the converted router weight's tiles are held at fp32 width."""
+    model, x, compiled = router
+    placed = place_program(compiled.mlir, MESH, mode="streaming")
+    ops = _ops(placed.mlir)
+    views = [op for op in ops if op["kind"] in ("convert", "slice") and op["source"] == (8, 1024)]
+    assert len(views) >= 2 and all(op["sram"] is None for op in views)
+    small = [op for op in ops if op["kind"] == "weight_tiles" and op["source"] == (8, 1024)]
+    widths = sorted(op["held"] // math.prod(op["tile"]) for op in small)
+    assert widths == [2, 2, 4]  # the gate's tiles arrive as fp32; the router's and bank's bf16
+    run = dataclasses.replace(compiled, placed=placed, target=MESH).using("simulator")
+    for got, want in zip(run(x), model(x), strict=True):
+        torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+
+@torch.no_grad()
+def test_a_big_tile_is_cut_the_other_way_round():
+    """A weight whose tile would take more than `stream_share` of a PE is cut the other way
+    round where that makes its tile smaller (Inkling's short-convolution channels in decode,
+    on a rectangle one PE high: 24,576 B a PE, then 6,144): Mamba's conv weight (128, 1, 4) on
+    a rectangle 8 PEs wide and 2 high puts its channels across the 8 columns, tile by tile as
+    eager computes."""
+    model = models.build("tiny-mamba")
+    ids = models.example_inputs("tiny-mamba", seq=16)
+    compiled = compiler.compile(model, ids, target=None)
+    options = PlacementOptions(tiles=TileWeightsOptions(stream_share=0.001))
+    placed = place_program(compiled.mlir, MESH, mode="pipelined", options=options)
+    with new_context() as ctx:
+        module = parse_module(placed.mlir, ctx)
+        convs = [
+            (get_ints(op, "tile_dims"), get_ints(op, "tile_shape"))
+            for op in body_ops(module)
+            if kind(op) == "weight_tiles" and len(shape_of(op.result)) == 3
+        ]
+    assert ([2, 0], [16, 1, 2]) in convs  # 32 elements a tile; 64 the usual way round
+    run = dataclasses.replace(compiled, placed=placed, target=MESH).using("simulator")
+    torch.testing.assert_close(run(*ids), model(*ids), rtol=1e-5, atol=1e-5)

@@ -3,9 +3,11 @@
 Inkling, Inkling-2 and Inkling-2-Loop mix a trained bank of bias profiles, ``proj``
 (d_rel, rel_extent), into one bias per backward distance: ``relative_states @ proj`` makes
 ``rel_extent`` logits per token and head (1,024 by default), of which a gather keeps one per
-key. With ``kv_len`` keys, a query sees distances below ``kv_len`` only (keys start at position
-0 and a query is one of them), so the rewrite mixes only the first ``min(rel_extent, kv_len)``
-profiles: the same bias, with the matmul and its result cut from ``rel_extent`` columns to
+key. A query's distance to any of the ``kv_len`` keys it is given is below ``kv_len``: the keys
+are consecutive positions ending at or after the last query's own (a full, sliding or
+explicit-state cache, in prefill and decode). So the rewrite mixes only the first
+``min(rel_extent, kv_len)`` profiles: the same bias, with the matmul and its result cut from
+``rel_extent`` columns to
 ``kv_len`` (a 128-token prefill over 144 cache slots at default size: 7x less).
 """
 

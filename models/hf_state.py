@@ -120,9 +120,11 @@ def init_state(model: nn.Module, batch: int, slots: int) -> tuple[Tensor, ...]:
 def _no_state(model: nn.Module, reason: str) -> NoKVCacheError:
     return NoKVCacheError(
         f"{type(model).__name__}: {reason}; Wafer's explicit decode state holds attention keys "
-        "and values, the conv/recurrent state of transformers' linear-attention cache layers "
-        "and the state RWKV, xLSTM and RecurrentGemma keep themselves, and this family keeps "
-        "its decode state otherwise; simulate its prefill alone (--decode 0)"
+        "and values (and a sparse-attention indexer's keys, DeepSeek-V4's compressed entries, "
+        "a looped layer's per-loop cache), the conv/recurrent state of transformers' "
+        "linear-attention cache layers and the state RWKV, xLSTM, RecurrentGemma, GPT-1 and "
+        "MiniMax keep themselves, and this family keeps its decode state otherwise; simulate "
+        "its prefill alone (--decode 0)"
     )
 
 

@@ -51,7 +51,8 @@ def _exported_nodes(model, ids: torch.Tensor) -> int:
 def test_tiny_rwkv_compiles_to_eager_logits_and_state():
     """The tiny config (batch 2, seq 16): logits without state, and a prefill's logits and
     five state tensors, compiled on the reference runtime against eager; the exported
-    prefill has as many nodes for 16 tokens as for 4 (no loop unrolled over tokens)."""
+    prefill has as many nodes for 16 tokens as for 4 (no loop unrolled over tokens: the graph
+    grows by one chunk's nodes per 64 tokens)."""
     model = tiny_model("rwkv")
     ids = tiny_inputs(model)
     with torch.no_grad():

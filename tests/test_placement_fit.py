@@ -139,3 +139,29 @@ def test_a_big_tile_is_cut_the_other_way_round():
     assert ([2, 0], [16, 1, 2]) in convs  # 32 elements a tile; 64 the usual way round
     run = dataclasses.replace(compiled, placed=placed, target=MESH).using("simulator")
     torch.testing.assert_close(run(*ids), model(*ids), rtol=1e-5, atol=1e-5)
+
+
+class _Expanded(torch.nn.Module):
+    """A learned table repeated over the batch (`expand`): a broadcast that adds elements."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(1, 64, 256))
+
+    def forward(self, x):
+        return x * self.table.expand(x.shape[0], -1, -1)
+
+
+@torch.no_grad()
+def test_a_streamed_weight_repeated_by_a_broadcast_is_held_as_itself():
+    """Streaming, a view that repeats a weight is no view of its tiles: the broadcast holds its
+    4 copies in SRAM (4,096 B a PE on mesh-8x8), as pipelined."""
+    model = _Expanded().eval()
+    x = torch.randn(4, 64, 256, generator=torch.Generator().manual_seed(1))
+    compiled = compiler.compile(model, (x,), target=None)
+    for mode in ("pipelined", "streaming"):
+        placed = place_program(compiled.mlir, MESH, mode=mode)
+        expanded = [op for op in _ops(placed.mlir) if op["kind"] == "broadcast"]
+        assert [op["sram"][1] for op in expanded] == [4 * 64 * 256 * 4 // MESH.num_pes]
+        run = dataclasses.replace(compiled, placed=placed, target=MESH).using("simulator")
+        torch.testing.assert_close(run(x), model(x), rtol=0, atol=0)

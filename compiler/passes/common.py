@@ -265,7 +265,8 @@ def tile_bytes(op) -> int:
     """Bytes of a `wse.weight_tiles` one PE holds at once: its tile, or with `stream_passes`
     (a streamed weight arriving a slice of dim 0 at a time) two slices, one in use while the
     next arrives. A streamed weight that its readers view in a wider dtype (an fp32 router's
-    bf16 weight) arrives converted: its tile takes the widest dtype viewed."""
+    bf16 weight) crosses the external link at its own width and is held converted: its tile
+    takes the widest dtype viewed (the convert is the PEs' work as the tiles arrive)."""
     tile = get_ints(op, "tile_shape")
     if has(op, "stream_passes"):
         tile[0] = min(tile[0], 2 * ceil_div(tile[0], get_int(op, "stream_passes")))
@@ -283,15 +284,17 @@ def _widest_view(value) -> int:
 
 def streamed_view(op) -> bool:
     """Whether `op` only views a streamed weight (a slice, convert, transpose... of a
-    `wse.weight_tiles` with home "external"): the stream delivers it so, and it takes no SRAM
-    of its own."""
-    if kind(op) not in WEIGHT_VIEWS:
-        return False
-    source = producer(op.operands[0])
+    `wse.weight_tiles` with home "external", none of them adding elements): the stream
+    delivers it so, and it takes no SRAM of its own. A broadcast that repeats the weight (an
+    expanded table) is held as itself."""
+    source = op
     while source is not None and kind(source) in WEIGHT_VIEWS:
+        if math.prod(shape_of(source.result)) > math.prod(shape_of(source.operands[0])):
+            return False
         source = producer(source.operands[0])
     return (
-        source is not None
+        source is not op
+        and source is not None
         and kind(source) == "weight_tiles"
         and get_str(source, "home") == "external"
     )

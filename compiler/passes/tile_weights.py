@@ -84,9 +84,9 @@ class TileWeights:
             for user, consumer in direct.items():
                 with ir.InsertionPoint(user):
                     tiles = self._tiles(param, consumer, "external", usable)
-                if kind(consumer) == "grouped_matmul":
-                    self._stream_passes(tiles, usable)
                 user.operation.replace_uses_of_with(param.result, tiles.result)
+                if kind(consumer) == "grouped_matmul":  # after: its views set its width
+                    self._stream_passes(tiles, usable)
 
     def _tiles(self, param, consumer, home: str, usable: int):
         shape = shape_of(param.result)

@@ -63,7 +63,8 @@ class WeightTilesOp(Wse.Operation, name="weight_tiles"):
     have `ceil(size / grid)` elements, the others their full size; the last tiles are
     zero-padded. Tile (r, c) holds elements `[r*tr, (r+1)*tr) x [c*tc, (c+1)*tc)` of the split
     dims, row-major, at bytes `[sram_offset, sram_offset + prod(tile_shape) * element bytes)` of
-    PE (x + c, y + r), where `region = [x, y, w, h]` (w >= grid[1], h >= grid[0]). `home` is
+    PE (x + c, y + r), where `region = [x, y, w, h]` (w >= grid[1], h >= grid[0]); a streamed
+    weight its readers convert to a wider dtype is held at that width. `home` is
     "sram" (resident: loaded once) or "external" (streaming: the tiles stream in from external
     memory into that SRAM range when this op runs). Every element is stored exactly once.
     Optional `stream_passes` P (external, dim 0 not split: an experts weight): the tiles stream

@@ -173,6 +173,17 @@ def tiny_inputs(model: PreTrainedModel) -> torch.Tensor:
     return torch.randint(0, vocab, (BATCH, SEQ), generator=gen)
 
 
+@torch.no_grad()
+def tiny_logits(model_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(compiled, eager) logits of the family's tiny model on its tiny inputs, the compiled
+    ones on the reference runtime."""
+    model = tiny_model(model_type)
+    ids = tiny_inputs(model)
+    expected = _logits(model(ids, use_cache=False))
+    compiled = compiler.compile(model, (ids,), {"use_cache": False}, target=None)
+    return _logits(compiled(ids, use_cache=False)), expected
+
+
 def default_model(model_type: str) -> PreTrainedModel:
     """The family's default config, on the meta device, in bf16."""
     from transformers import AutoModelForCausalLM

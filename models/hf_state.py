@@ -90,6 +90,22 @@ def _cache_layer_class():
             self.indexer_keys = torch.where(hit, indexer_keys, self.indexer_keys)
             return self.indexer_keys
 
+        @property
+        def indexer_position_ids(self) -> Tensor | None:
+            """The positions of the tokens before this step, as Qwen4-Exp's QSA indexer keeps
+            them on its first indexed layer (3, batch, tokens): none in a prefill; in a decode
+            step, slot i's position is i, and the step's own position follows them, so the
+            indexer reads every slot's rotary angle by its index (slots past `position` are
+            masked)."""
+            if self.position is None or self.keys is None:
+                return None
+            slots = torch.arange(self.max_cache_len - 1, device=self.keys.device)
+            return slots.expand(3, self.keys.shape[0], -1)
+
+        @indexer_position_ids.setter
+        def indexer_position_ids(self, positions: Tensor) -> None:
+            """Nothing to keep: a slot's position is its index."""
+
         def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
             return (query_length if self.position is None else self.max_cache_len), 0
 

@@ -24,7 +24,10 @@ IDS = torch.randint(1, 64, (2, TOTAL), generator=torch.Generator().manual_seed(1
 
 def _model(family: str, top_k: int = TOP_K) -> torch.nn.Module:
     config = tiny_config(family)
-    config.index_topk, config.index_n_heads = top_k, 16
+    if family == "qwen4_exp_text":  # QSA: the top block of 2 tokens, and the tail
+        config.indexer_budget, config.indexer_compress_ratio = 2, 2
+    else:
+        config.index_topk, config.index_n_heads = top_k, 16
     return models.build_hf(config, dtype=torch.float32, seed=0)
 
 
@@ -39,14 +42,17 @@ def _steps(prefill, decode) -> torch.Tensor:
 
 
 # axk2: every layer indexed, one explicit mask; dots3_note_text: an indexed layer and a
-# sliding-window one (masks from the query offset)
-@pytest.mark.parametrize("family", ["axk2", "dots3_note_text"])
+# sliding-window one (masks from the query offset); qwen4_exp_text: a linear-attention layer
+# and a QSA-indexed one, whose indexer reads every slot's rotary angle by its position
+@pytest.mark.parametrize("family", ["axk2", "dots3_note_text", "qwen4_exp_text"])
 def test_compiled_decode_with_indexer_matches_eager(family):
     model = _model(family)
     with torch.no_grad():
         state = hf_state.HFPrefill(model, TOTAL)(IDS[:, :PROMPT])[1:]
-    assert hf_state.HFDecode(model).layout[0] == ("keys", "values", "indexer")
-    assert state[2].shape == (IDS.shape[0], TOTAL, model.config.index_head_dim)
+    names = [name for layer in hf_state.HFDecode(model).layout for name in layer]
+    assert ("keys", "values", "indexer") in hf_state.HFDecode(model).layout
+    indexer = state[names.index("indexer")]
+    assert indexer.shape[:2] == (IDS.shape[0], TOTAL)
     prefill = compiler.compile(hf_state.HFPrefill(model, TOTAL), (IDS[:, :PROMPT],))
     step = (IDS[:, PROMPT:][:, :1], torch.tensor([PROMPT]), *state)
     decode = compiler.compile(hf_state.HFDecode(model), step)

@@ -16,9 +16,23 @@ import compiler
 import models
 from compiler.mlir import new_context, parse_module, shape_of
 from compiler.passes import PlacementOptions, place_program
-from compiler.passes.common import body_ops, ceil_div, get_int, get_ints, has, kind, tile_bytes
+from compiler.passes.common import (
+    WEIGHT_VIEWS as VIEWS,
+)
+from compiler.passes.common import (
+    body_ops,
+    ceil_div,
+    get_int,
+    get_ints,
+    has,
+    kind,
+    tile_bytes,
+    tile_rect,
+    users,
+)
 from compiler.passes.split_matmuls import SplitMatmulsOptions
 from compiler.passes.tile_weights import TileWeightsOptions
+from core.geometry import Rect
 from core.target import load_target
 
 MESH = load_target("mesh-8x8")
@@ -165,3 +179,112 @@ def test_a_streamed_weight_repeated_by_a_broadcast_is_held_as_itself():
         assert [op["sram"][1] for op in expanded] == [4 * 64 * 256 * 4 // MESH.num_pes]
         run = dataclasses.replace(compiled, placed=placed, target=MESH).using("simulator")
         torch.testing.assert_close(run(x), model(x), rtol=0, atol=0)
+
+
+def _buffers(text: str) -> list[tuple[Rect, int, int, int, int]]:
+    """Every SRAM buffer of a streamed placement: (PEs, first op, last op, first byte, end),
+    live from its op (a weight's tiles: from the previous weight's, as they stream in while it
+    is used) to its last reader (through views of a weight)."""
+    with new_context() as ctx:
+        module = parse_module(text, ctx)
+        ops, readers = body_ops(module), users(module)
+        index = {op: i for i, op in enumerate(ops)}
+
+        def last(op) -> int:
+            ends = [index[op]]
+            for user in (u for r in op.results for u in readers.get(r, ())):
+                ends.append(index.get(user, len(ops)))
+                if user in index and kind(user) in VIEWS and not has(user, "sram"):
+                    ends.append(last(user))
+            return max(ends)
+
+        found, previous = [], None
+        for op in ops:
+            if kind(op) == "weight_tiles":
+                offset = get_int(op, "sram_offset")
+                start = index[op] if previous is None else index[previous]
+                found.append((tile_rect(op), start, last(op), offset, offset + tile_bytes(op)))
+                previous = op
+            elif has(op, "sram"):
+                offset, size = get_ints(op, "sram")
+                rect = Rect(*get_ints(op, "region"))
+                found.append((rect, index[op], last(op), offset, offset + size))
+    return found
+
+
+def _clashes(buffers) -> list:
+    """Pairs of buffers live at once on a common PE whose bytes overlap."""
+    return [
+        (a, b)
+        for i, a in enumerate(buffers)
+        for b in buffers[i + 1 :]
+        if a[0].overlaps(b[0]) and a[1] <= b[2] and b[1] <= a[2] and a[3] < b[4] and b[3] < a[4]
+    ]
+
+
+@torch.no_grad()
+def test_streamed_buffers_share_bytes_only_where_they_share_no_pe(router):
+    """Streaming, a buffer reuses bytes that a live buffer holds only on other PEs (the wide
+    weight's results beside the router's partial sums): one pool for the whole grid charged
+    every PE with a buffer on a few (Inkling-2's decode: 55,201 B on every PE, DeepSeek-V3.2's
+    prefill 41,481 B). No two live buffers clash on a PE, and the results are eager's."""
+    model, x, compiled = router
+    placed = place_program(compiled.mlir, MESH, mode="streaming")
+    buffers = _buffers(placed.mlir)
+    assert _clashes(buffers) == []
+    shared = [
+        (a, b)
+        for i, a in enumerate(buffers)
+        for b in buffers[i + 1 :]
+        if not a[0].overlaps(b[0]) and a[1] <= b[2] and b[1] <= a[2] and a[3] < b[4] and b[3] < a[4]
+    ]
+    assert shared  # live at once, the same bytes, on different PEs
+    run = dataclasses.replace(compiled, placed=placed, target=MESH).using("simulator")
+    for got, want in zip(run(x), model(x), strict=True):
+        torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+
+class _TapsLayer(torch.nn.Module):
+    """A decode step's short convolution (as Inkling-2's): static taps widened to fp32 plus
+    per-token ones, beside a projection whose weight takes nearly all of the layer's bytes."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(256, 1024, bias=False)
+        self.taps = torch.nn.Parameter(torch.randn(4, 256))
+
+    def forward(self, x):
+        dynamic = self.proj(x).float().view(*x.shape[:-1], 256, 4)
+        return (self.taps.float().t() * dynamic).sum(-1)
+
+
+class _Taps(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([_TapsLayer()])  # one stage: "layers.0"
+
+    def forward(self, x):
+        return self.layers[0](x)
+
+
+@torch.no_grad()
+def test_a_streamed_weight_for_elementwise_work_spreads_over_the_stage():
+    """Streaming, a weight that no matmul reads runs on the whole stage, not on the few PEs
+    its share of the layer's bytes would give it (Inkling-2's taps in decode: 16 kB on one
+    PE); pipelined, it keeps a rectangle of its size."""
+    model = _Taps().to(torch.bfloat16).eval()
+    x = torch.randn(1, 1, 256, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    compiled = compiler.compile(model, (x,), target=None)
+    for mode in ("pipelined", "streaming"):
+        placed = place_program(compiled.mlir, MESH, mode=mode)
+        with new_context() as ctx:
+            module = parse_module(placed.mlir, ctx)
+            taps = [
+                tile_rect(op)
+                for op in body_ops(module)
+                if kind(op) == "weight_tiles" and shape_of(op.result) == (4, 256)
+            ]
+        spread = [rect.num_pes == MESH.num_pes // 2 for rect in taps]  # 4 x 8 tiles
+        assert spread == [mode == "streaming"]
+        run = dataclasses.replace(compiled, placed=placed, target=MESH).using("simulator")
+        torch.testing.assert_close(run(x).float(), model(x).float(), rtol=2e-2, atol=2e-2)

@@ -13,7 +13,9 @@ than one row) whose rectangle is nearly square gets a square one and the Cannon 
 its blocks fit in a PE (`cannon_share`); other matmuls use broadcast-and-reduce.
 On a cluster (several wafers stacked on the grid's rows) the stages are cut into contiguous
 ranges, one per wafer, balanced by bytes (`wafer_groups`), and each wafer is laid out alone.
-Streaming: every stage and every op gets the whole grid; the wafer runs one layer at a time.
+Streaming: every stage and every op gets the whole grid, the wafer running one layer at a
+time; matrix weights read by a matmul get their sub-rectangles as above, the others run on
+the whole grid.
 
 Before:
     %t = "wse.transpose"(%w) {permutation = [1, 0], stage = 1 : i64} ...
@@ -117,12 +119,12 @@ class LayoutRegions:
                 set_ints(op, "region", rects[get_int(op, "stage")])
         usable = ctx.target.usable_sram_bytes_per_pe
         for s, stage in enumerate(stages):
+            streaming = ctx.mode == "streaming"
             matrices = [
                 w
                 for w in stage.weights
-                if len(shape_of(w.result)) >= 2 and not _on_whole_stage(w, readers)
+                if len(shape_of(w.result)) >= 2 and not _on_whole_stage(w, readers, streaming)
             ]
-            streaming = ctx.mode == "streaming"
             leaves = self._leaves(rects[s], matrices, readers, usable, streaming)
             for weight in matrices:
                 consumer, path = primary_consumer(weight, readers)
@@ -308,16 +310,21 @@ class LayoutRegions:
         return leaf, "broadcast"
 
 
-def _on_whole_stage(weight, readers: dict) -> bool:
+def _on_whole_stage(weight, readers: dict, streaming: bool) -> bool:
     """Whether `weight`'s main consumer runs on the whole stage rather than on a rectangle of
     the weight's size: it is no matmul and its results have more elements than the weight (a
-    depthwise convolution over the prompt), so they would crowd a rectangle sized for it. A
-    `wse.grouped_matmul`'s experts weight always has its rectangle; its bias runs there too."""
+    depthwise convolution over the prompt), so they would crowd a rectangle sized for it; or,
+    streaming, it is no matmul at all (a weight streamed in for elementwise work has no reason
+    to crowd the few PEs its share of the layer's bytes would give it: Inkling-2's convolution
+    taps in decode, widened to fp32, took 16 kB on one PE). A `wse.grouped_matmul`'s experts
+    weight always has its rectangle; its bias runs there too."""
     consumer, _ = primary_consumer(weight, readers)
     made = sum(math.prod(shape_of(r)) for r in consumer.results)
     if kind(consumer) == "grouped_matmul":  # its rhs has the rectangle; its bias follows it
         return producer(consumer.operands[1]) != weight
-    return matmul_weight(consumer) is None and made > math.prod(shape_of(weight.result))
+    if matmul_weight(consumer) is not None:
+        return False
+    return streaming or made > math.prod(shape_of(weight.result))
 
 
 def expert_rects(region: Rect, experts: int) -> list[Rect]:

@@ -2,12 +2,14 @@
 of its PEs, and check that no PE overflows.
 
 Each PE's usable SRAM fills from offset 0: weight tiles (pipelined: resident, matrices first,
-then vectors on top; streaming: a buffer pool where a weight's tiles stay from the use of the previous
+then vectors on top; streaming: buffers where a weight's tiles stay from the use of the previous
 weight, so the next layer streams in while the current one computes, to its own last use;
 a streamed weight arrives as its readers view it, sliced or converted, so its views take no
-SRAM of their own), then state (KV cache, SSM state; resident), then activation workspaces: one per stage region,
-then one per sub-region of a stage (a matmul's rectangle; streaming: one for the wafer), where
-results live from their op to their last reader (first-fit reuse).
+SRAM of their own), then state (KV cache, SSM state; resident), then activations, live from
+their op to their last reader (first-fit reuse). Pipelined, activations share one workspace
+per stage region, then one per sub-region of a stage (a matmul's rectangle). Streaming, the
+wafer runs one layer at a time on rectangles that change from layer to layer, so weight and
+activation buffers are each placed first fit among the buffers live on their own PEs.
 A result's bytes per PE are its size spread over its region, except the per-PE working sets of
 split matmuls: broadcast slices and partial sums (`rows_per_pass` rows, `cols_per_pass`
 columns), and Cannon's activation and output blocks (double-buffered as they move; a block run
@@ -91,42 +93,44 @@ class PlanSram:
                     self._reserve(tile_rect(op), tile_bytes(op))
                 )
         else:
-            self._weight_pool(tiles, readers, index, len(ops), ctx.grid)
+            self._weight_pool(tiles, readers, index, len(ops))
         state = [op for op in ops if kind(op) == "host_transfer" and get_str(op, "kind") == "state"]
         in_place = _in_place_updates(module, state, readers, index)
         for op in state:
             if op not in in_place:
                 size = self._result_bytes(op)
                 set_ints(op, "sram", [self._reserve(region_of(op), size), size])
-        pools: dict[tuple[int, Rect], list] = {}
+        buffers: list[tuple[ir.Operation, str, Rect, int, int, int]] = []
         for op in ops:
             skip = kind(op) in ("param", "weight_tiles") or op in state or op in in_place
-            skip = skip or streamed_view(op)
-            if skip or not op.results:
+            if skip or streamed_view(op) or not op.results:
                 continue
-            key = (
-                (get_int(op, "stage"), region_of(op)) if ctx.mode == "pipelined" else (0, ctx.grid)
-            )
-            last = max(
-                (index.get(u, len(ops)) for r in op.results for u in readers.get(r, ())),
-                default=index[op],
-            )
-            pools.setdefault(key, []).append((op, index[op], last, self._result_bytes(op)))
+            last = _last_read(op, readers, index, len(ops))
+            buffers.append((op, "sram", region_of(op), index[op], last, self._result_bytes(op)))
             if scratch := _scratch_bytes(op):
-                pools[key].append(((op,), index[op], index[op], scratch))
-        regions = stage_regions(module) if ctx.mode == "pipelined" else [ctx.grid]
-        for key in sorted(pools, key=lambda k: (k[1] != regions[k[0]], k)):
-            entries = pools[key]
-            offsets, size = self._linear_scan([(start, end, n) for _, start, end, n in entries])
-            base = self._reserve(key[1], size)
-            for (op, _, _, n), offset in zip(entries, offsets, strict=True):
-                if isinstance(op, tuple):
-                    set_ints(op[0], "scratch", [base + offset, n])
-                else:
-                    set_ints(op, "sram", [base + offset, n])
+                buffers.append((op, "scratch", region_of(op), index[op], index[op], scratch))
+        if ctx.mode == "pipelined":
+            self._stage_pools(buffers, stage_regions(module))
+        else:
+            offsets = self._scan_by_pe([entry[2:] for entry in buffers])
+            for (op, name, *_, n), offset in zip(buffers, offsets, strict=True):
+                set_ints(op, name, [offset, n])
         for op, home in in_place.items():  # last: an op's hash changes with its attributes
             set_ints(op, "sram", get_ints(home, "sram"))
         self._check(module, ctx)
+
+    def _stage_pools(self, buffers: list, regions: list[Rect]) -> None:
+        """Pipelined: one workspace per (stage, region), whole stages' first, each reserved
+        where nothing else is on its PEs, its buffers first fit in it."""
+        pools: dict[tuple[int, Rect], list] = {}
+        for op, name, region, start, end, n in buffers:
+            pools.setdefault((get_int(op, "stage"), region), []).append((op, name, start, end, n))
+        for key in sorted(pools, key=lambda k: (k[1] != regions[k[0]], k)):
+            entries = pools[key]
+            offsets, size = self._linear_scan([(start, end, n) for *_, start, end, n in entries])
+            base = self._reserve(key[1], size)
+            for (op, name, *_, n), offset in zip(entries, offsets, strict=True):
+                set_ints(op, name, [base + offset, n])
 
     # -- allocation --------------------------------------------------------------------------
 
@@ -163,17 +167,52 @@ class PlanSram:
             offsets.append(offset)
         return offsets, high
 
-    def _weight_pool(self, tiles: list, readers: dict, index: dict, count: int, grid: Rect):
-        """Streaming: one pool of weight buffers on every PE, live from the previous weight's
-        load (with prefetch) or their own, to the last use through views."""
-        intervals = []
+    def _weight_pool(self, tiles: list, readers: dict, index: dict, count: int) -> None:
+        """Streaming: weight buffers live from the previous weight's load (with prefetch) or
+        their own, to the last use through views, first fit among the buffers on their PEs."""
+        entries = []
         for i, op in enumerate(tiles):
             start = index[tiles[i - 1]] if i and self.options.prefetch_weights else index[op]
-            intervals.append((start, _last_use(op, readers, index, count), tile_bytes(op)))
-        offsets, size = self._linear_scan(intervals)
-        base = self._reserve(grid, size)
-        for op, offset in zip(tiles, offsets, strict=True):
-            op.attributes["sram_offset"] = i64_attr(base + offset)
+            end = _last_use(op, readers, index, count)
+            entries.append((tile_rect(op), start, end, tile_bytes(op)))
+        for op, offset in zip(tiles, self._scan_by_pe(entries), strict=True):
+            op.attributes["sram_offset"] = i64_attr(offset)
+
+    def _scan_by_pe(self, entries: list[tuple[Rect, int, int, int]]) -> list[int]:
+        """First-fit offsets for (rect, start, end, bytes) live ranges sorted by start, where
+        two buffers must not share bytes only if their rectangles share a PE; each lies above
+        what is reserved on its PEs, which then rises to the highest byte each PE reaches. One
+        pool for the whole grid would charge every PE with a buffer on a few (a small weight's
+        leaf, a matmul's partial sums on its rectangle)."""
+        count = len(entries)
+        box = np.array([(r.x, r.y, r.x + r.width, r.y + r.height) for r, *_ in entries], np.int64)
+        ends = np.array([end for _, _, end, _ in entries], np.int64).reshape(count)
+        low, high = np.zeros(count, np.int64), np.zeros(count, np.int64)
+        floors: dict[Rect, int] = {}
+        reached: dict[Rect, int] = {}
+        live = np.zeros(0, np.int64)
+        for i, (rect, start, _, size) in enumerate(entries):
+            live = live[ends[live] >= start]
+            near = live[
+                (box[live, 0] < box[i, 2])
+                & (box[i, 0] < box[live, 2])
+                & (box[live, 1] < box[i, 3])
+                & (box[i, 1] < box[live, 3])
+            ]
+            if rect not in floors:
+                floors[rect] = self._align(int(self.top[rect.slices].max()))
+            offset, size = floors[rect], self._align(size)
+            for at in np.argsort(low[near], kind="stable"):
+                if low[near[at]] >= offset + size:
+                    break
+                offset = max(offset, int(high[near[at]]))
+            low[i], high[i] = offset, offset + size
+            reached[rect] = max(reached.get(rect, 0), offset + size)
+            live = np.append(live, i)
+        for rect, top in reached.items():
+            view = self.top[rect.slices]
+            np.maximum(view, top, out=view)
+        return [int(v) for v in low]
 
     # -- sizes -------------------------------------------------------------------------------
 
@@ -305,6 +344,14 @@ def _release(free: list[tuple[int, int]], offset: int, size: int) -> list[tuple[
         else:
             merged.append((start, room))
     return merged
+
+
+def _last_read(op, readers: dict, index: dict, count: int) -> int:
+    """The last op reading any of `op`'s results (`count`: the function's return)."""
+    return max(
+        (index.get(u, count) for r in op.results for u in readers.get(r, ())),
+        default=index[op],
+    )
 
 
 def _last_use(op, readers: dict, index: dict, count: int) -> int:

@@ -288,3 +288,51 @@ def test_a_streamed_weight_for_elementwise_work_spreads_over_the_stage():
         assert spread == [mode == "streaming"]
         run = dataclasses.replace(compiled, placed=placed, target=MESH).using("simulator")
         torch.testing.assert_close(run(x).float(), model(x).float(), rtol=2e-2, atol=2e-2)
+
+
+class _QueriesLayer(torch.nn.Module):
+    """Learned queries expanded over every token for a batched matmul with the token's
+    states (as Inkling-2-Loop's), beside a projection with most of the layer's bytes."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(64, 512, bias=False)
+        self.query = torch.nn.Parameter(torch.randn(3, 256) / 16)
+
+    def forward(self, x):  # (batch, tokens, 3, 2): fewer elements than the queries
+        states = self.proj(x).view(*x.shape[:-1], 2, 256)
+        queries = self.query.expand(*x.shape[:-1], -1, -1)
+        return queries @ states.transpose(-1, -2)
+
+
+class _Queries(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([_QueriesLayer()])  # one stage: "layers.0"
+
+    def forward(self, x):
+        return self.layers[0](x)
+
+
+@torch.no_grad()
+def test_a_weight_repeated_over_the_tokens_runs_on_the_whole_stage():
+    """A weight that a view repeats over the tokens before a batched matmul reads it runs on
+    its whole stage, not on the rectangle of the weight's size (Inkling-2-Loop's queries:
+    3.5 MB on 20 PEs, 176,948 B a PE; here 56,208 B on a PE of mesh-8x8); tile by tile as
+    eager computes."""
+    model = _Queries().eval()
+    x = torch.randn(2, 32, 64, generator=torch.Generator().manual_seed(1))
+    compiled = compiler.compile(model, (x,), target=None)
+    placed = place_program(compiled.mlir, MESH, mode="pipelined")
+    with new_context() as ctx:
+        module = parse_module(placed.mlir, ctx)
+        ops = body_ops(module)
+        stage = max(Rect(*get_ints(op, "region")).num_pes for op in ops if has(op, "region"))
+        repeated = [
+            Rect(*get_ints(op, "region")).num_pes
+            for op in ops
+            if kind(op) == "broadcast" and shape_of(op.result) == (2, 32, 3, 256)
+        ]
+    assert repeated == [stage]
+    run = dataclasses.replace(compiled, placed=placed, target=MESH).using("simulator")
+    torch.testing.assert_close(run(x), model(x), rtol=1e-5, atol=1e-5)

@@ -317,9 +317,11 @@ def _on_whole_stage(weight, readers: dict, streaming: bool) -> bool:
     streaming, it is no matmul at all (a weight streamed in for elementwise work has no reason
     to crowd the few PEs its share of the layer's bytes would give it: Inkling-2's convolution
     taps in decode, widened to fp32, took 16 kB on one PE). A `wse.grouped_matmul`'s experts
-    weight always has its rectangle; its bias runs there too."""
-    consumer, _ = primary_consumer(weight, readers)
-    made = sum(math.prod(shape_of(r)) for r in consumer.results)
+    weight always has its rectangle; its bias runs there too. A view on the way that repeats
+    the weight counts as made (Inkling-2-Loop's learned queries, expanded over the prompt's
+    tokens for a batched matmul: 3.5 MB on the 20 PEs of the weight's rectangle)."""
+    consumer, path = primary_consumer(weight, readers)
+    made = max(sum(math.prod(shape_of(r)) for r in op.results) for op in [*path, consumer])
     if kind(consumer) == "grouped_matmul":  # its rhs has the rectangle; its bias follows it
         return producer(consumer.operands[1]) != weight
     if matmul_weight(consumer) is not None:

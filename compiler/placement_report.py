@@ -77,6 +77,51 @@ def _scratch_end(op) -> int:
     return sum(get_ints(op, "scratch")) if has(op, "scratch") else 0
 
 
+def _add_buffers(
+    ops: list, workspace: dict, layers: list, totals: Counter, shape: tuple, mode: str
+) -> None:
+    """Streamed weights' buffers and activations into `totals` (and each layer's activation
+    bytes per PE): pipelined, one workspace per (stage, region) in `workspace`; streaming,
+    buffers placed PE by PE, so the bytes each PE spans."""
+    streamed = [w for w in ops if kind(w) == "weight_tiles" and get_str(w, "home") == "external"]
+    if streamed:
+        spans: dict[tuple, list[int]] = {}
+        for w in streamed:
+            offset = get_int(w, "sram_offset")
+            _widen(spans, (-1, tuple(tile_rect(w))), offset, offset + tile_bytes(w))
+        totals["weight_buffers"] = int(_per_pe(spans, shape).sum())
+    if mode == "streaming" and workspace:
+        per_pe = _per_pe(workspace, shape)
+        layers[0].activation_bytes_per_pe = int(per_pe.max())
+        totals["activations"] += int(per_pe.sum())
+        return
+    for (stage, region), (low, high) in workspace.items():
+        layer = layers[stage]
+        if region == layer.region:
+            layer.activation_bytes_per_pe = high - low
+        totals["activations"] += (high - low) * region[2] * region[3]
+
+
+def _widen(spans: dict[tuple, list[int]], key: tuple, low: int, high: int) -> None:
+    """Stretch `spans[key]` ([lowest, highest) byte of the buffers under `key`) to cover
+    [low, high)."""
+    bounds = spans.setdefault(key, [low, high])
+    bounds[0], bounds[1] = min(bounds[0], low), max(bounds[1], high)
+
+
+def _per_pe(spans: dict[tuple, list[int]], shape: tuple[int, ...]) -> np.ndarray:
+    """Per PE, the bytes from the lowest to the highest byte of the buffers on it: `spans`
+    keys end in a region (x, y, w, h), as streaming places buffers PE by PE."""
+    low = np.full(shape, np.iinfo(np.int64).max, np.int64)
+    high = np.zeros(shape, np.int64)
+    for (*_, (x, y, w, h)), (a, b) in spans.items():
+        view = low[y : y + h, x : x + w]
+        np.minimum(view, a, out=view)
+        view = high[y : y + h, x : x + w]
+        np.maximum(view, b, out=view)
+    return np.where(low <= high, high - low, 0)
+
+
 def _new_state(slot: tuple, size: int, seen: set) -> int:
     """Bytes of a state buffer at `slot` (region, offset) of `size` bytes per PE, counted once:
     0 for the state's new value or an update, written in place over the old one."""
@@ -154,21 +199,10 @@ class PlacementReport:
                 totals["state"] += stored
             else:
                 key = (get_int(op, "stage"), tuple(get_ints(op, "region")))
-                if info["mode"] == "streaming":
-                    key = (0, tuple(layers[0].region))
-                bounds = workspace.setdefault(key, [offset, offset])
-                bounds[0] = min(bounds[0], offset)
-                bounds[1] = max(bounds[1], offset + size, _scratch_end(op))
-        pool = [w for w in ops if kind(w) == "weight_tiles" and get_str(w, "home") == "external"]
-        if pool:
-            start = min(get_int(w, "sram_offset") for w in pool)
-            end = max(get_int(w, "sram_offset") + tile_bytes(w) for w in pool)
-            totals["weight_buffers"] = (end - start) * target.num_pes
-        for (stage, region), (low, high) in workspace.items():
-            layer = layers[stage]
-            if region == layer.region:
-                layer.activation_bytes_per_pe = high - low
-            totals["activations"] += (high - low) * region[2] * region[3]
+                if info["mode"] == "streaming":  # buffers placed per PE: spans per region
+                    key = (-1, key[1])
+                _widen(workspace, key, offset, max(offset + size, _scratch_end(op)))
+        _add_buffers(ops, workspace, layers, totals, usage.shape, info["mode"])
         for layer in layers:
             x, y, w, h = layer.region
             layer.sram_bytes_per_pe_max = int(usage[y : y + h, x : x + w].max())

@@ -7,7 +7,8 @@ Families come from transformers' causal-LM auto mapping (`MODEL_FOR_CAUSAL_LM_MA
 - `reference`, `tiled`, `jax-fp32`: a tiny seeded config (`family_configs.tiny_config`: batch 2,
   seq 16, fp32) compiled once and run on the reference runtime, tile by tile on `TEST_MESH`,
   and on JAX, against eager;
-- `jax-bf16`: the same config in bf16 on JAX, at `core.numerics`' bf16 output tolerance;
+- `jax-bf16`: the same config in bf16 on JAX, at `core.numerics`' bf16 output tolerance (or
+  as close to the float64 model as eager is, or as its weights' bf16 rounding alone moves it);
 - `place`: the default config on the meta device in bf16 placed on `wse3` (`auto`: up to 16
   wafers, else weights streamed), or why not, with the bytes;
 - `prefill-sim`, `decode-sim`: that placement simulated, and an HF decode step with its cache.
@@ -31,7 +32,7 @@ from family_configs import default_config, tiny_config
 import compiler
 import models
 from compiler.passes import place_program
-from core.numerics import check_conditioned_output, check_output
+from core.numerics import check_conditioned_output, check_output, rounding_reruns
 from core.target import load_target
 from models import hf_state
 from simulator.phases import SimOptions, simulate_placed
@@ -261,16 +262,22 @@ def _bf16(model_type: str, stages: tuple[str, ...]) -> dict[str, Cell]:
         expected = _logits(model(ids, use_cache=False))
         compiled = compiler.compile(model, (ids,), {"use_cache": False}, target=None)
         actual = _logits(compiled.using("jax")(ids, use_cache=False))
-        problem = check_output(actual, expected, compute_dtype=torch.bfloat16)
-        if problem is not None:  # within 4x eager's own distance from float64 still passes
-            exact = _logits(tiny_model(model_type, torch.float64)(ids, use_cache=False))
+        first = problem = check_output(actual, expected, compute_dtype=torch.bfloat16)
+        if problem is not None:  # as close to float64 as eager, or as bf16 weights, passes
+            exact_model = tiny_model(model_type, torch.float64)
+
+            def run(model: torch.nn.Module) -> torch.Tensor:
+                return _logits(model(ids, use_cache=False))
+
+            reruns = rounding_reruns(exact_model, run, torch.bfloat16)
             problem = check_conditioned_output(
-                actual, expected, exact, compute_dtype=torch.bfloat16
+                actual, expected, run(exact_model), compute_dtype=torch.bfloat16, reruns=reruns
             )
     except Exception as error:  # noqa: BLE001
         return {"jax-bf16": _failed(error)}
     if problem is None:
-        return {"jax-bf16": Cell(True)}
+        note = "" if first is None else f"ill-conditioned, passes on float64: {first}"
+        return {"jax-bf16": Cell(True, note=note)}
     return {"jax-bf16": Cell(False, f"mismatch: {problem}"[:70], problem)}
 
 

@@ -239,6 +239,9 @@ def test_streamed_buffers_share_bytes_only_where_they_share_no_pe(router):
         if not a[0].overlaps(b[0]) and a[1] <= b[2] and b[1] <= a[2] and a[3] < b[4] and b[3] < a[4]
     ]
     assert shared  # live at once, the same bytes, on different PEs
+    report = placed.report  # its figures count the bytes each PE spans, no more than in use
+    spanned = sum(report.bytes_by_kind.get(k, 0) for k in ("weight_buffers", "activations"))
+    assert 0 < spanned <= report.usage.sum()
     run = dataclasses.replace(compiled, placed=placed, target=MESH).using("simulator")
     for got, want in zip(run(x), model(x), strict=True):
         torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)

@@ -120,3 +120,36 @@ def test_an_ill_conditioned_output_passes_only_as_close_to_float64_as_eager():
     farther = torch.tensor([1600.0], dtype=torch.bfloat16)
     assert check_conditioned_output(closer, eager, exact) is None
     assert "from float64" in check_conditioned_output(farther, eager, exact)
+
+
+class _Pick(torch.nn.Module):
+    """A router's choice: 10 at the larger of two scores, 0 at the other."""
+
+    def __init__(self, margin: float):
+        super().__init__()
+        self.scores = torch.nn.Parameter(torch.tensor([1.0, 1.0 + margin], dtype=torch.float64))
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(torch.argmax(self.scores * x), 2).to(x.dtype) * 10
+
+
+def test_a_choice_that_weight_rounding_flips_passes_only_as_far_as_such_rounding_moves_it():
+    """Scores 2^-12 apart tie within bf16's rounding of the weights (2^-8): some of the float64
+    reruns with bf16-rounded weights flip the choice, so a bf16 run that flips it passes, and
+    an output further off does not. Scores 0.5 apart never flip, so neither does a run."""
+    from core.numerics import check_conditioned_output, rounding_reruns
+
+    x = torch.ones((), dtype=torch.float64)
+    flipped = torch.tensor([10.0, 0.0], dtype=torch.bfloat16)
+    wrong = torch.tensor([0.0, 1000.0], dtype=torch.bfloat16)
+    for margin, flips in ((2**-12, True), (0.5, False)):
+        model = _Pick(margin)
+        exact = model(x)
+        reruns = rounding_reruns(model, lambda m: m(x), torch.bfloat16)
+        assert torch.equal(model.scores, torch.tensor([1.0, 1.0 + margin], dtype=torch.float64))
+        assert any(not torch.equal(r, exact) for r in reruns) == flips
+        eager = exact.to(torch.bfloat16)
+        assert "from float64" in check_conditioned_output(flipped, eager, exact)
+        flip = check_conditioned_output(flipped, eager, exact, reruns=reruns)
+        assert (flip is None) == flips
+        assert "weights rounded" in check_conditioned_output(wrong, eager, exact, reruns=reruns)

@@ -314,9 +314,10 @@ def _on_whole_stage(weight, readers: dict, streaming: bool) -> bool:
     """Whether `weight`'s main consumer runs on the whole stage rather than on a rectangle of
     the weight's size: it is no matmul and its results have more elements than the weight (a
     depthwise convolution over the prompt), so they would crowd a rectangle sized for it; or,
-    streaming, it is no matmul at all (a weight streamed in for elementwise work has no reason
-    to crowd the few PEs its share of the layer's bytes would give it: Inkling-2's convolution
-    taps in decode, widened to fp32, took 16 kB on one PE). A `wse.grouped_matmul`'s experts
+    streaming, it is any op but a matmul with the weight as its right-hand side (a weight
+    streamed in for other work has no reason to crowd the few PEs its share of the layer's
+    bytes would give it: Inkling-2's convolution taps in decode, widened to fp32, took 16 kB
+    on one PE). A `wse.grouped_matmul`'s experts
     weight always has its rectangle; its bias runs there too. A view on the way that repeats
     the weight counts as made (Inkling-2-Loop's learned queries, expanded over the prompt's
     tokens for a batched matmul: 3.5 MB on the 20 PEs of the weight's rectangle)."""

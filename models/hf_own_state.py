@@ -49,9 +49,12 @@ def _rwkv_decode(model: Any, input_ids: Tensor, state: tuple[Tensor, ...]) -> tu
     return torch.func.vmap(step)(input_ids, *state)
 
 
-def _xlstm_run(model: Any, input_ids: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+def _xlstm_run(
+    model: Any, input_ids: Tensor, state: tuple[Tensor, ...], every_position: bool = False
+) -> tuple[Tensor, ...]:
     """A forward pass over an `xLSTMCache` holding copies of `state` (empty: zeros, shaped
-    as the layers' heads are: the config rounds its own up to a multiple of 64)."""
+    as the layers' heads are: the config rounds its own up to a multiple of 64): the logits
+    of the last position (or of every one) and the new state."""
     from transformers.models.xlstm.modeling_xlstm import xLSTMCache
 
     batch, heads = input_ids.shape[0], model.config.num_heads
@@ -71,7 +74,22 @@ def _xlstm_run(model: Any, input_ids: Tensor, state: tuple[Tensor, ...]) -> tupl
     c = [t.clone() for t in state]
     cache.rnn_state = {i: (c[3 * i], c[3 * i + 1], c[3 * i + 2]) for i in range(len(c) // 3)}
     out = model(input_ids=input_ids, cache=cache, use_cache=True)
-    return (out.logits[:, -1:], *(t for layer in cache.rnn_state.values() for t in layer))
+    logits = out.logits if every_position else out.logits[:, -1:]
+    return (logits, *(t for layer in cache.rnn_state.values() for t in layer))
+
+
+class ZeroStateForward(torch.nn.Module):
+    """``forward(input_ids) -> logits`` of every position, from zero state in the model's
+    dtype through xLSTM's cache, as its prefill runs. Its forward without a cache starts
+    from float32 state, which transformers' kernels then multiply with bf16 (or float64)
+    keys and fail; in float32 the two are the same computation."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        return _xlstm_run(self.model, input_ids, (), every_position=True)[0]
 
 
 # model_type -> (prefill, decode, what the state holds)

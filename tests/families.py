@@ -34,7 +34,7 @@ import models
 from compiler.passes import place_program
 from core.numerics import check_conditioned_output, check_output, rounding_reruns
 from core.target import load_target
-from models import hf_state
+from models import hf_own_state, hf_state
 from simulator.phases import SimOptions, simulate_placed
 
 if TYPE_CHECKING:
@@ -209,6 +209,8 @@ def _failed(error: BaseException) -> Cell:
 
 
 def _logits(out) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
     return out.logits if hasattr(out, "logits") else out[0]
 
 
@@ -259,15 +261,16 @@ def _bf16(model_type: str, stages: tuple[str, ...]) -> dict[str, Cell]:
     try:
         model = tiny_model(model_type, torch.bfloat16)
         ids = tiny_inputs(model)
-        expected = _logits(model(ids, use_cache=False))
-        compiled = compiler.compile(model, (ids,), {"use_cache": False}, target=None)
-        actual = _logits(compiled.using("jax")(ids, use_cache=False))
+        module, kwargs = _low_precision_forward(model)
+        expected = _logits(module(ids, **kwargs))
+        compiled = compiler.compile(module, (ids,), kwargs, target=None)
+        actual = _logits(compiled.using("jax")(ids, **kwargs))
         first = problem = check_output(actual, expected, compute_dtype=torch.bfloat16)
         if problem is not None:  # as close to float64 as eager, or as bf16 weights, passes
-            exact_model = tiny_model(model_type, torch.float64)
+            exact_model = _low_precision_forward(tiny_model(model_type, torch.float64))[0]
 
             def run(model: torch.nn.Module) -> torch.Tensor:
-                return _logits(model(ids, use_cache=False))
+                return _logits(model(ids, **kwargs))
 
             reruns = rounding_reruns(exact_model, run, torch.bfloat16)
             problem = check_conditioned_output(
@@ -279,6 +282,16 @@ def _bf16(model_type: str, stages: tuple[str, ...]) -> dict[str, Cell]:
         note = "" if first is None else f"ill-conditioned, passes on float64: {first}"
         return {"jax-bf16": Cell(True, note=note)}
     return {"jax-bf16": Cell(False, f"mismatch: {problem}"[:70], problem)}
+
+
+def _low_precision_forward(model: PreTrainedModel) -> tuple[torch.nn.Module, dict]:
+    """What the bf16 stage runs and compiles, with its keyword arguments: the model without a
+    cache; for xLSTM, its forward from zero state in the model's dtype, as its prefill runs
+    (`hf_own_state.ZeroStateForward`: without a cache, transformers' kernels mix float32
+    state with bf16 keys and fail; in float32 the two are one computation)."""
+    if model.config.model_type == "xlstm":
+        return hf_own_state.ZeroStateForward(model), {}
+    return model, {"use_cache": False}
 
 
 def _placed(module: torch.nn.Module, inputs: tuple, options: SimOptions):

@@ -63,6 +63,23 @@ def test_a_bf16_expert_choice_that_weight_rounding_flips_passes():
     assert cell.note.startswith("ill-conditioned, passes on float64: max scaled error")
 
 
+@torch.no_grad()
+def test_xlstm_in_bf16_runs_from_zero_state_as_its_prefill_does():
+    """transformers' xLSTM without a cache fails in bf16 (float32 state times bf16 keys); the
+    bf16 stage runs its forward from zero state in the model's dtype, which in float32 is the
+    forward without a cache bit for bit, and matches eager on JAX in bf16."""
+    from models.hf_own_state import ZeroStateForward
+
+    model = families.tiny_model("xlstm")
+    ids = families.tiny_inputs(model)
+    assert torch.equal(ZeroStateForward(model)(ids), model(ids, use_cache=False).logits)
+    bf16 = families.tiny_model("xlstm", torch.bfloat16)
+    with pytest.raises(RuntimeError):
+        bf16(ids, use_cache=False)
+    cell = families.run_family("xlstm", ("jax-bf16",))["jax-bf16"]
+    assert cell.ok, cell.error
+
+
 def test_a_failure_is_a_short_cell_with_the_full_error():
     cells = families.run_family("no-such-family", ("reference", "jax-bf16"))
     assert [cell.ok for cell in cells.values()] == [False, False]

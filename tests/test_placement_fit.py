@@ -261,10 +261,12 @@ class _TapsLayer(torch.nn.Module):
         return (self.taps.float().t() * dynamic).sum(-1)
 
 
-class _Taps(torch.nn.Module):
-    def __init__(self):
+class _OneStage(torch.nn.Module):
+    """`layer` as the model's one stage ("layers.0"), so its weights share one layer's bytes."""
+
+    def __init__(self, layer: torch.nn.Module):
         super().__init__()
-        self.layers = torch.nn.ModuleList([_TapsLayer()])  # one stage: "layers.0"
+        self.layers = torch.nn.ModuleList([layer])
 
     def forward(self, x):
         return self.layers[0](x)
@@ -275,7 +277,7 @@ def test_a_streamed_weight_for_elementwise_work_spreads_over_the_stage():
     """Streaming, a weight that no matmul reads runs on the whole stage, not on the few PEs
     its share of the layer's bytes would give it (Inkling-2's taps in decode: 16 kB on one
     PE); pipelined, it keeps a rectangle of its size."""
-    model = _Taps().to(torch.bfloat16).eval()
+    model = _OneStage(_TapsLayer()).to(torch.bfloat16).eval()
     x = torch.randn(1, 1, 256, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
     compiled = compiler.compile(model, (x,), target=None)
     for mode in ("pipelined", "streaming"):
@@ -308,22 +310,13 @@ class _QueriesLayer(torch.nn.Module):
         return queries @ states.transpose(-1, -2)
 
 
-class _Queries(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.layers = torch.nn.ModuleList([_QueriesLayer()])  # one stage: "layers.0"
-
-    def forward(self, x):
-        return self.layers[0](x)
-
-
 @torch.no_grad()
 def test_a_weight_repeated_over_the_tokens_runs_on_the_whole_stage():
     """A weight that a view repeats over the tokens before a batched matmul reads it runs on
     its whole stage, not on the rectangle of the weight's size (Inkling-2-Loop's queries:
     3.5 MB on 20 PEs, 176,948 B a PE; here 56,208 B on a PE of mesh-8x8); tile by tile as
     eager computes."""
-    model = _Queries().eval()
+    model = _OneStage(_QueriesLayer()).eval()
     x = torch.randn(2, 32, 64, generator=torch.Generator().manual_seed(1))
     compiled = compiler.compile(model, (x,), target=None)
     placed = place_program(compiled.mlir, MESH, mode="pipelined")

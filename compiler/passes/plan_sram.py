@@ -93,7 +93,7 @@ class PlanSram:
                     self._reserve(tile_rect(op), tile_bytes(op))
                 )
         else:
-            self._weight_pool(tiles, readers, index, len(ops))
+            self._streamed_weights(tiles, readers, index, len(ops))
         state = [op for op in ops if kind(op) == "host_transfer" and get_str(op, "kind") == "state"]
         in_place = _in_place_updates(module, state, readers, index)
         for op in state:
@@ -167,7 +167,7 @@ class PlanSram:
             offsets.append(offset)
         return offsets, high
 
-    def _weight_pool(self, tiles: list, readers: dict, index: dict, count: int) -> None:
+    def _streamed_weights(self, tiles: list, readers: dict, index: dict, count: int) -> None:
         """Streaming: weight buffers live from the previous weight's load (with prefetch) or
         their own, to the last use through views, first fit among the buffers on their PEs."""
         entries = []
@@ -202,10 +202,11 @@ class PlanSram:
             if rect not in floors:
                 floors[rect] = self._align(int(self.top[rect.slices].max()))
             offset, size = floors[rect], self._align(size)
-            for at in np.argsort(low[near], kind="stable"):
-                if low[near[at]] >= offset + size:
+            spans = zip(low[near].tolist(), high[near].tolist(), strict=True)
+            for below, above in sorted(spans):
+                if below >= offset + size:
                     break
-                offset = max(offset, int(high[near[at]]))
+                offset = max(offset, above)
             low[i], high[i] = offset, offset + size
             reached[rect] = max(reached.get(rect, 0), offset + size)
             live = np.append(live, i)

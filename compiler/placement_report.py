@@ -32,6 +32,7 @@ from compiler.passes.common import (
     tile_bytes,
     tile_rect,
 )
+from core.geometry import Rect
 from core.target import Target
 
 SCHEMA_VERSION = 1
@@ -85,13 +86,13 @@ def _add_buffers(
     buffers placed PE by PE, so the bytes each PE spans."""
     streamed = [w for w in ops if kind(w) == "weight_tiles" and get_str(w, "home") == "external"]
     if streamed:
-        spans: dict[tuple, list[int]] = {}
-        for w in streamed:
-            offset = get_int(w, "sram_offset")
-            _widen(spans, (-1, tuple(tile_rect(w))), offset, offset + tile_bytes(w))
+        offsets = [get_int(w, "sram_offset") for w in streamed]
+        spans = [
+            (tile_rect(w), at, at + tile_bytes(w)) for w, at in zip(streamed, offsets, strict=True)
+        ]
         totals["weight_buffers"] = int(_per_pe(spans, shape).sum())
     if mode == "streaming" and workspace:
-        per_pe = _per_pe(workspace, shape)
+        per_pe = _per_pe([(Rect(*r), lo, hi) for (_, r), (lo, hi) in workspace.items()], shape)
         layers[0].activation_bytes_per_pe = int(per_pe.max())
         totals["activations"] += int(per_pe.sum())
         return
@@ -102,22 +103,15 @@ def _add_buffers(
         totals["activations"] += (high - low) * region[2] * region[3]
 
 
-def _widen(spans: dict[tuple, list[int]], key: tuple, low: int, high: int) -> None:
-    """Stretch `spans[key]` ([lowest, highest) byte of the buffers under `key`) to cover
-    [low, high)."""
-    bounds = spans.setdefault(key, [low, high])
-    bounds[0], bounds[1] = min(bounds[0], low), max(bounds[1], high)
-
-
-def _per_pe(spans: dict[tuple, list[int]], shape: tuple[int, ...]) -> np.ndarray:
-    """Per PE, the bytes from the lowest to the highest byte of the buffers on it: `spans`
-    keys end in a region (x, y, w, h), as streaming places buffers PE by PE."""
+def _per_pe(spans: list[tuple[Rect, int, int]], shape: tuple[int, ...]) -> np.ndarray:
+    """Per PE, the bytes from the lowest to the highest byte of the (rect, low, high) buffer
+    spans on it, as streaming places buffers PE by PE."""
     low = np.full(shape, np.iinfo(np.int64).max, np.int64)
     high = np.zeros(shape, np.int64)
-    for (*_, (x, y, w, h)), (a, b) in spans.items():
-        view = low[y : y + h, x : x + w]
+    for rect, a, b in spans:
+        view = low[rect.slices]
         np.minimum(view, a, out=view)
-        view = high[y : y + h, x : x + w]
+        view = high[rect.slices]
         np.maximum(view, b, out=view)
     return np.where(low <= high, high - low, 0)
 
@@ -199,9 +193,9 @@ class PlacementReport:
                 totals["state"] += stored
             else:
                 key = (get_int(op, "stage"), tuple(get_ints(op, "region")))
-                if info["mode"] == "streaming":  # buffers placed per PE: spans per region
-                    key = (-1, key[1])
-                _widen(workspace, key, offset, max(offset + size, _scratch_end(op)))
+                bounds = workspace.setdefault(key, [offset, offset])
+                bounds[0] = min(bounds[0], offset)
+                bounds[1] = max(bounds[1], offset + size, _scratch_end(op))
         _add_buffers(ops, workspace, layers, totals, usage.shape, info["mode"])
         for layer in layers:
             x, y, w, h = layer.region

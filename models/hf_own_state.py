@@ -78,7 +78,7 @@ def _xlstm_run(
     return (logits, *(t for layer in cache.rnn_state.values() for t in layer))
 
 
-class ZeroStateForward(torch.nn.Module):
+class XLSTMFromZeroState(torch.nn.Module):
     """``forward(input_ids) -> logits`` of every position, from zero state in the model's
     dtype through xLSTM's cache, as its prefill runs. Its forward without a cache starts
     from float32 state, which transformers' kernels then multiply with bf16 (or float64)

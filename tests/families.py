@@ -287,10 +287,10 @@ def _bf16(model_type: str, stages: tuple[str, ...]) -> dict[str, Cell]:
 def _low_precision_forward(model: PreTrainedModel) -> tuple[torch.nn.Module, dict]:
     """What the bf16 stage runs and compiles, with its keyword arguments: the model without a
     cache; for xLSTM, its forward from zero state in the model's dtype, as its prefill runs
-    (`hf_own_state.ZeroStateForward`: without a cache, transformers' kernels mix float32
+    (`hf_own_state.XLSTMFromZeroState`: without a cache, transformers' kernels mix float32
     state with bf16 keys and fail; in float32 the two are one computation)."""
     if model.config.model_type == "xlstm":
-        return hf_own_state.ZeroStateForward(model), {}
+        return hf_own_state.XLSTMFromZeroState(model), {}
     return model, {"use_cache": False}
 
 

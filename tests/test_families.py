@@ -68,11 +68,11 @@ def test_xlstm_in_bf16_runs_from_zero_state_as_its_prefill_does():
     """transformers' xLSTM without a cache fails in bf16 (float32 state times bf16 keys); the
     bf16 stage runs its forward from zero state in the model's dtype, which in float32 is the
     forward without a cache bit for bit, and matches eager on JAX in bf16."""
-    from models.hf_own_state import ZeroStateForward
+    from models.hf_own_state import XLSTMFromZeroState
 
     model = families.tiny_model("xlstm")
     ids = families.tiny_inputs(model)
-    assert torch.equal(ZeroStateForward(model)(ids), model(ids, use_cache=False).logits)
+    assert torch.equal(XLSTMFromZeroState(model)(ids), model(ids, use_cache=False).logits)
     bf16 = families.tiny_model("xlstm", torch.bfloat16)
     with pytest.raises(RuntimeError):
         bf16(ids, use_cache=False)

@@ -118,8 +118,8 @@ class LayoutRegions:
             if kind(op) != "param":
                 set_ints(op, "region", rects[get_int(op, "stage")])
         usable = ctx.target.usable_sram_bytes_per_pe
+        streaming = ctx.mode == "streaming"
         for s, stage in enumerate(stages):
-            streaming = ctx.mode == "streaming"
             matrices = [
                 w
                 for w in stage.weights
@@ -313,20 +313,20 @@ class LayoutRegions:
 def _on_whole_stage(weight, readers: dict, streaming: bool) -> bool:
     """Whether `weight`'s main consumer runs on the whole stage rather than on a rectangle of
     the weight's size: it is no matmul and its results have more elements than the weight (a
-    depthwise convolution over the prompt), so they would crowd a rectangle sized for it; or,
-    streaming, it is any op but a matmul with the weight as its right-hand side (a weight
-    streamed in for other work has no reason to crowd the few PEs its share of the layer's
-    bytes would give it: Inkling-2's convolution taps in decode, widened to fp32, took 16 kB
-    on one PE). A `wse.grouped_matmul`'s experts
-    weight always has its rectangle; its bias runs there too. A view on the way that repeats
-    the weight counts as made (Inkling-2-Loop's learned queries, expanded over the prompt's
-    tokens for a batched matmul: 3.5 MB on the 20 PEs of the weight's rectangle)."""
+    depthwise convolution over the prompt), so they would crowd a rectangle sized for it; a
+    view on the way that repeats the weight counts as made (Inkling-2-Loop's learned queries,
+    expanded over the prompt's tokens for a batched matmul: 3.5 MB on the 20 PEs of the
+    weight's rectangle). Streaming, any consumer but a matmul with the weight as its
+    right-hand side runs there (a weight streamed in for other work has no reason to crowd the
+    few PEs its share of the layer's bytes would give it: Inkling-2's convolution taps in
+    decode, widened to fp32, took 16 kB on one PE). A `wse.grouped_matmul`'s experts weight
+    always has its rectangle; its bias runs there too."""
     consumer, path = primary_consumer(weight, readers)
-    made = max(sum(math.prod(shape_of(r)) for r in op.results) for op in [*path, consumer])
     if kind(consumer) == "grouped_matmul":  # its rhs has the rectangle; its bias follows it
         return producer(consumer.operands[1]) != weight
     if matmul_weight(consumer) is not None:
         return False
+    made = max(sum(math.prod(shape_of(r)) for r in op.results) for op in [*path, consumer])
     return streaming or made > math.prod(shape_of(weight.result))
 
 

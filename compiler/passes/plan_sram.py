@@ -186,7 +186,7 @@ class PlanSram:
         leaf, a matmul's partial sums on its rectangle)."""
         count = len(entries)
         box = np.array([(r.x, r.y, r.x + r.width, r.y + r.height) for r, *_ in entries], np.int64)
-        ends = np.array([end for _, _, end, _ in entries], np.int64).reshape(count)
+        ends = np.array([end for _, _, end, _ in entries], np.int64)
         low, high = np.zeros(count, np.int64), np.zeros(count, np.int64)
         floors: dict[Rect, int] = {}
         reached: dict[Rect, int] = {}
